@@ -107,7 +107,7 @@ def test_continues_from_google_checkpoint_and_exports(work, minilm_vocab, tmp_pa
 
 def test_kill_9_then_rerun_resumes(work, minilm_vocab, tmp_path):
     model_dir = str(tmp_path / "run")
-    cmd = _cmd(model_dir, "--dynamic_masking", steps=30, work=work, vocab=minilm_vocab)
+    cmd = _cmd(model_dir, "--dynamic_masking", "--adam_bias_correction", steps=30, work=work, vocab=minilm_vocab)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         killed_at = _wait_for_checkpoint(proc, model_dir, 4)

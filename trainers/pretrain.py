@@ -67,6 +67,9 @@ flags.DEFINE_float("masked_lm_prob", 0.15, "Dynamic masking probability.")
 flags.DEFINE_bool("do_whole_word_mask", False, "Dynamic whole-word masking.")
 flags.DEFINE_integer("seed", 12345, "Seed of weight init, shuffling and dynamic masks.")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (LayerNorm and biases excluded).")
+flags.DEFINE_bool("adam_bias_correction", False,
+                  "AdamW with Adam's bias correction. Off = Google's AdamWeightDecay, made for 10k warmup "
+                  "steps; turn it on for short runs, where the uncorrected second moment inflates early updates.")
 
 
 def build_model(strategy):
@@ -106,7 +109,8 @@ def build_model(strategy):
             loaded = model.load_head_weights(extra, source=FLAGS.init_checkpoint)
             logging.info("loaded pretraining heads from %s: %s", FLAGS.init_checkpoint, loaded)
         optimizer = create_optimizer(FLAGS.optimizer, FLAGS.learning_rate, FLAGS.num_train_steps,
-                                     FLAGS.num_warmup_steps, weight_decay=FLAGS.weight_decay)
+                                     FLAGS.num_warmup_steps, weight_decay=FLAGS.weight_decay,
+                                     bias_correction=FLAGS.adam_bias_correction)
     if not vocab_file:
         raise ValueError("give --vocab_file (the init checkpoint has none)")
     return model, optimizer, config, vocab_file, lower_case
