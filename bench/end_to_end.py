@@ -134,14 +134,19 @@ def inference(args):
             t = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
-            print(f"  rep {rep}: {name:15s} {len(texts) / (time.perf_counter() - t):8.1f} sentences/s", flush=True)
+            print(f"  rep {rep}: {name:20s} {len(texts) / (time.perf_counter() - t):8.1f} sentences/s", flush=True)
     print("\nraw strings -> probabilities, float32, batch", args.batch)
     for name, sec in best.items():
-        print(f"  {name:15s} {len(texts) / sec:8.1f} sentences/s")
+        print(f"  {name:20s} {len(texts) / sec:8.1f} sentences/s")
     print(f"  ratio ours/keras-hub = {best['keras-hub'] / best['bert_tf export']:.2f}x  (target >= 2x)")
     if "bert_tf export bf16" in best:
         print(f"  bf16/float32 (ours) = {best['bert_tf export'] / best['bert_tf export bf16']:.2f}x; "
               f"bf16 ours/keras-hub float32 = {best['keras-hub'] / best['bert_tf export bf16']:.2f}x")
+        fn16 = tf.saved_model.load(dir16).signatures["serving_default"]
+        p32 = np.concatenate([serving_fn(text=b)["probabilities"].numpy() for b in batches[:20]])
+        p16 = np.concatenate([fn16(text=b)["probabilities"].numpy() for b in batches[:20]])
+        print(f"  bf16 vs float32 on {len(p32)} sentences: max |dp| {np.abs(p16 - p32).max():.4f}, "
+              f"same argmax {np.mean(p16.argmax(1) == p32.argmax(1)):.1%}")
     else:
         print("  bf16: skipped, this CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated and slower)")
 
