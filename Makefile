@@ -6,8 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# TF Serving 2.12-2.19's TensorFlow + tensorflow-text, for the tests that load our
+# exports the way the real model server does (a TF1 session under TF 2.12).
+TF212_VENV := .venv-tf212
+TF212_STAMP := $(TF212_VENV)/.installed
+export BERT_TF_TF212_PYTHON ?= $(CURDIR)/$(TF212_VENV)/bin/python
 
-.PHONY: setup test demo bench bazel-test clean
+.PHONY: setup setup-tf212 test demo bench bazel-test clean
 
 setup: $(STAMP)
 
@@ -19,7 +24,15 @@ $(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
-test: setup
+setup-tf212: $(TF212_STAMP)
+
+$(TF212_STAMP): requirements-tf212.txt
+	test -x $(TF212_VENV)/bin/python || $(PYTHON) -m venv $(TF212_VENV)
+	$(TF212_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TF212_VENV)/bin/python -m pip install -q --only-binary=:all: -r requirements-tf212.txt
+	touch $(TF212_STAMP)
+
+test: setup setup-tf212
 	$(PY) -m pytest -q tests
 
 demo: setup
@@ -31,9 +44,9 @@ bench: setup
 # Bazel uses the venv's Python through PATH (see .bazelrc). BAZEL_TEST_FLAGS lets CI
 # skip the modules tagged slow, which `make test` has already run.
 BAZEL_TEST_FLAGS ?=
-bazel-test: setup
+bazel-test: setup setup-tf212
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel build //...
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel test $(BAZEL_TEST_FLAGS) //...
 
 clean:
-	rm -rf $(VENV) .cache bazel-*
+	rm -rf $(VENV) $(TF212_VENV) .cache bazel-*

@@ -34,3 +34,17 @@ def minilm_dir():
 @pytest.fixture(scope="session")
 def minilm_vocab(minilm_dir):
     return os.path.join(minilm_dir, "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def tf212_python():
+    """A Python with TF Serving 2.12-2.19's stack (tensorflow 2.12 + tensorflow-text 2.12.1).
+
+    `$BERT_TF_TF212_PYTHON`, else the repo's `.venv-tf212` (`make setup-tf212` builds it).
+    Missing, the test fails: it is the stand-in for the real model server's loader.
+    """
+    python = os.environ.get("BERT_TF_TF212_PYTHON") or os.path.join(ROOT, ".venv-tf212", "bin", "python")
+    if not os.access(python, os.X_OK):
+        pytest.fail(f"no TF 2.12 Python at {python}: run `make setup-tf212` (requirements-tf212.txt) "
+                    "or set BERT_TF_TF212_PYTHON")
+    return python

@@ -271,14 +271,12 @@ print(json.dumps(out))
 """
 
 
-def test_export_runs_in_tf_2_12_session(exported):
+def test_export_runs_in_tf_2_12_session(exported, tf212_python):
     """The real TF Serving 2.12 stack (TF 2.12 + tensorflow-text 2.12.1) runs the export.
-    Needs $BERT_TF_TF212_PYTHON (a Python with those packages); skipped otherwise."""
+    Runs in the `tf212_python` fixture's Python (`make setup-tf212`)."""
     import subprocess
 
-    python = os.environ.get("BERT_TF_TF212_PYTHON")
-    if not python:
-        pytest.skip("set BERT_TF_TF212_PYTHON to a Python with tensorflow 2.12 + tensorflow-text 2.12.1")
+    python = tf212_python
     _, path = exported
     proc = subprocess.run([python, "-c", _TF212_SCRIPT, path, json.dumps(TEXTS)], capture_output=True, text=True,
                           timeout=300)

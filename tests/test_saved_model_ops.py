@@ -142,17 +142,15 @@ print(json.dumps({"tf": tf.__version__, "text": tensorflow_text.__version__,
 """
 
 
-def test_loads_in_tf_2_12_session(preprocessor_export):
+def test_loads_in_tf_2_12_session(preprocessor_export, tf212_python):
     """The real TF Serving 2.12 stack (TF 2.12 + tensorflow-text 2.12.1) loads the
     export in a session and gives our ids. Needs a Python with those two
-    packages, named by $BERT_TF_TF212_PYTHON (e.g. a venv made with
-    `pip install tensorflow-cpu==2.12.1 tensorflow-text==2.12.1`)."""
+    packages: the `tf212_python` fixture (`make setup-tf212`, or
+    $BERT_TF_TF212_PYTHON)."""
     import json
     import subprocess
 
-    python = os.environ.get("BERT_TF_TF212_PYTHON")
-    if not python:
-        pytest.skip("set BERT_TF_TF212_PYTHON to a Python with tensorflow 2.12 + tensorflow-text 2.12.1")
+    python = tf212_python
     texts = ["Hello, World! café 北京 😀", "", "x\u200by ΑΧΙΛΛΕΥΣ " + "é" * 250, "plain ascii text."]
     proc = subprocess.run([python, "-c", _TF212_SCRIPT, preprocessor_export, json.dumps(texts)],
                           capture_output=True, text=True, timeout=300)
