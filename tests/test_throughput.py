@@ -31,8 +31,7 @@ SEQ = 128
 
 @pytest.fixture(scope="module")
 def sentences():
-    texts = datasets.real_sentences(200)
-    return texts[:64]
+    return datasets.real_sentences(64)
 
 
 @pytest.fixture(scope="module")
