@@ -95,7 +95,7 @@ def main():
     py = sys.executable
     t0 = time.time()
 
-    from bert_tf import datasets
+    from fixtures import datasets
 
     model_dir = datasets.minilm_dir()
     show_preprocessing_and_similarity(model_dir)

@@ -1,7 +1,7 @@
 """Does the fast path cost accuracy? Fine-tuning on real labelled text, three ways, several seeds.
 
 The real MiniLM-L6-H384 weights fine-tuned on real tweets (negative/neutral/positive,
-bert_tf.datasets.tweets_task_dir) with trainers/finetune.py, each run a fresh process:
+fixtures.datasets.tweets_task_dir) with trainers/finetune.py, each run a fresh process:
 
 * bucketed   -- float32, length bucketing + each batch padded to its longest (finetune.py's default);
 * fixed      -- float32, every batch padded to --max_seq_length (google-research/bert's way);
@@ -47,7 +47,7 @@ def main():
 
     import numpy as np
 
-    from bert_tf import datasets
+    from fixtures import datasets
     from bert_tf.distribute import cpu_has_native_bf16
 
     minilm = datasets.minilm_dir()

@@ -1,6 +1,6 @@
 """End-to-end inference on real text: raw strings -> class probabilities.
 
-In one run, on real English sentences (bert_tf.datasets.real_sentences):
+In one run, on real English sentences (fixtures.datasets.real_sentences):
   * ours: a MiniLM-size BertClassifier (the real MiniLM weights) exported with
     bert_tf.export.export_classifier and called through its `serving_default`
     signature (tokenizer inside, each batch padded only to its longest row);
@@ -71,7 +71,7 @@ def _keras_hub_classifier(cfg, vocab, seq_length, dropout=0.1):
 def inference(args):
     import bert_tf
     from bert_tf import distribute
-    from bert_tf import datasets
+    from fixtures import datasets
     from bert_tf.classifier import BertClassifier
     from bert_tf.export import export_classifier
 
@@ -150,7 +150,8 @@ def finetune_epoch(args):
     import keras
 
     import bert_tf
-    from bert_tf import datasets, glue
+    from bert_tf import glue
+    from fixtures import datasets
     from bert_tf.optimization import create_optimizer
     from bert_tf.training import Trainer
     from trainers import finetune

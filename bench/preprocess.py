@@ -1,6 +1,6 @@
 """Benchmark: bert_tf.BertPreprocessor vs Hugging Face `tokenizers` on real sentences.
 
-Both tokenize and pack >= 20k real English sentences (bert_tf.datasets) to 128
+Both tokenize and pack >= 20k real English sentences (fixtures.datasets) to 128
 tokens with the real MiniLM uncased vocab, in batches of 1000, in one process:
 
 * ours: `BertPreprocessor(vocab.txt, seq_length=128)` called in a
@@ -54,7 +54,7 @@ def main(argv):
     import tensorflow as tf
     from tokenizers import Tokenizer
 
-    from bert_tf import datasets
+    from fixtures import datasets
     from bert_tf.preprocessor import BertPreprocessor
 
     sentences = datasets.real_sentences()

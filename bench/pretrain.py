@@ -1,6 +1,6 @@
 """Pretraining throughput: data creation, input pipeline, and the training step.
 
-In one run, on the real pretraining corpus (bert_tf.datasets: news + Wikipedia):
+In one run, on the real pretraining corpus (fixtures.datasets: news + Wikipedia):
   1. create_pretraining_data instances/s (Google's rules, our streaming tool);
   2. the input pipeline alone (pretraining_dataset over those records) in
      examples/s, against what the training step consumes (target >= 10x);
@@ -44,7 +44,8 @@ def main():
 
     import keras_hub
 
-    from bert_tf import BertConfig, BertEncoder, datasets
+    from bert_tf import BertConfig, BertEncoder
+    from fixtures import datasets
     from bert_tf.pretraining import BertPretrainer, compute_loss, pretraining_dataset
     from bert_tf.pretraining_data import create_pretraining_data
 

@@ -21,7 +21,7 @@ def minilm_model_dir():
     Imported, not looked up on disk, so that a missing reference package fails
     the test instead of skipping it.
     """
-    from bert_tf import datasets
+    from fixtures import datasets
 
     return datasets.minilm_dir()
 

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 import bert_tf
 from bert_tf import checkpoints
 from bert_tf.checkpoints import CheckpointError
-from bert_tf.datasets import real_sentences
+from fixtures.datasets import real_sentences
 
 TOL = 1e-4
 

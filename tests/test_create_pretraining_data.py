@@ -2,7 +2,7 @@
 outputs written by parallel workers, progress and counts printed, the same records as the
 library call, non-UTF-8 lines skipped and counted, and clear errors for bad flags.
 
-Input: real documents from the project's corpus (bert_tf.datasets), split over two files.
+Input: real documents from the project's corpus (fixtures.datasets), split over two files.
 """
 
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_tf import datasets
+from fixtures import datasets
 from bert_tf import pretraining_data as pdata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from bert_tf import datasets
+from fixtures import datasets
 
 
 def test_pinned_wheels_are_cached():

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_tf import datasets
+from fixtures import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

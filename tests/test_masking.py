@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_tf import datasets
+from fixtures import datasets
 from bert_tf import pretraining_data as pdata
 from bert_tf.masking import DynamicMasker, raw_text_pairs_dataset, unmask_features
 

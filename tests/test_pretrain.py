@@ -27,7 +27,7 @@ SEQ, PRED = 32, 5
 @pytest.fixture(scope="module")
 def work(minilm_vocab, tmp_path_factory):
     """Records + raw text from the real corpus, and a Google TF1 checkpoint with heads."""
-    from bert_tf import datasets
+    from fixtures import datasets
     from bert_tf import pretraining_data as pdata
 
     d = tmp_path_factory.mktemp("pretrain")

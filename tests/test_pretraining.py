@@ -176,7 +176,7 @@ def test_pretraining_on_real_text_beats_unigram_baseline(minilm_vocab, tmp_path)
     """
     import keras
 
-    from bert_tf import datasets
+    from fixtures import datasets
     from bert_tf import pretraining_data as pdata
     from bert_tf.masking import DynamicMasker
     from bert_tf.optimization import create_optimizer

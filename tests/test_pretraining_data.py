@@ -1,7 +1,7 @@
 """create_pretraining_data on a real corpus, checked against Google's rules and spec.
 
 The corpus is DATA's real English text (news articles + Wikipedia from the
-gensim wheel, `bert_tf.datasets.pretraining_corpus_file`), the vocab the real
+gensim wheel, `fixtures.datasets.pretraining_corpus_file`), the vocab the real
 MiniLM (BERT uncased) vocab; tokenization is checked against Hugging Face.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_tf import datasets
+from fixtures import datasets
 from bert_tf import pretraining_data as pdata
 
 MAX_SEQ = 128

@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import datasets, glue
+from bert_tf import glue
+from fixtures import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
