@@ -234,7 +234,7 @@ def test_hub_style_pair(classifier, tmp_path):
 
 def test_cli_exports_a_saved_pretrained_classifier(classifier, tmp_path):
     """serving/export.py over a save_pretrained dir with a Google-named head + classifier_config.json."""
-    from serving import export as cli
+    from trainers import export as cli
 
     model_dir = str(tmp_path / "finetuned")
     bert_tf.save_pretrained(classifier.encoder, model_dir, classifier.preprocessor.vocab_file,
