@@ -435,7 +435,9 @@ def test_get_config_round_trip_and_special_tokens(pre, google):
     for name, key in [("[CLS]", "cls_id"), ("[SEP]", "sep_id"), ("[PAD]", "pad_id"), ("[UNK]", "unk_id"),
                       ("[MASK]", "mask_id")]:
         assert st[name] == st[key] == v[name]
-    assert (pre.vocab_file, pre.lower_case, pre.seq_length) == (config["vocab_file"], True, SEQ)
+    # The vocabulary is data of the layer, not a path: the config is self-contained.
+    assert "vocab_file" not in config and config["vocabulary"] == google.tokens == pre.vocabulary
+    assert (pre.lower_case, pre.seq_length) == (True, SEQ)
 
 
 def test_vocab_errors_name_the_file(tmp_path):

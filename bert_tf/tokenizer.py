@@ -1,0 +1,320 @@
+"""`BertTokenizer`: Google's BERT tokenization rules as a Keras layer (tensorflow-text ops, in the graph).
+
+Token ids follow Google's BERT tokenizer rules (google-research/bert
+`tokenization.py`: BasicTokenizer + WordpieceTokenizer) exactly:
+
+* bytes are read as UTF-8 and invalid bytes are dropped;
+* U+0000, U+FFFD and Cc/Cf characters (except TAB/LF/CR) are removed, TAB/LF/CR
+  and Zs characters are whitespace;
+* CJK ideographs become words of their own;
+* uncased: Python-style lower-casing, NFD, removal of Mn marks;
+* every punctuation character (ASCII symbols and Unicode P*) is its own word;
+* greedy longest-match WordPiece; a word longer than 200 characters is `[UNK]`.
+
+Unicode character classes (P*, Mn, Cf, Zs) are taken from the running Python's
+`unicodedata` when the layer is built, so the layer agrees with Google's Python
+reference on the same interpreter even for characters whose category changed
+between Unicode versions.
+
+How it runs fast: rows of printable ASCII (most English text) go straight to
+`tensorflow_text.FastBertTokenizer`, whose normalisation equals Google's on
+printable ASCII (lower-casing, splitting) and whose 200-byte word limit equals
+Google's 200-character limit there. Other rows go through explicit TF string
+ops (`unicode_transcode`, `regex_replace`, `strings.lower`, NFD) that implement
+the rules above, then through `FastWordpieceTokenizer`. The two results are
+stitched back in order as dense tensors.
+
+The vocabulary is data of the layer: `get_config()` holds the token list, so a
+saved model (`.keras`, SavedModel) needs no `vocab.txt` beside it.
+"""
+
+
+import functools
+import sys
+import unicodedata
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+import keras
+
+MAX_CHARS_PER_WORD = 200
+REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]")
+
+# CJK ideograph blocks that Google's tokenizer surrounds with spaces.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+# ASCII characters Google treats as punctuation although some are symbols.
+_ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
+
+
+def load_vocab(path):
+    """Reads a BERT `vocab.txt`: one token per line, id = line number.
+
+    Lines are stripped of surrounding whitespace (as Google's loader does).
+    Raises `FileNotFoundError` naming `path` if it does not exist, and
+    `ValueError` naming `path` if it is empty, not UTF-8, or lacks any of
+    `[CLS]`, `[SEP]`, `[UNK]`, `[PAD]`.
+
+    >>> import bert_tf, tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "vocab.txt")
+    >>> _ = open(p, "w").write("[PAD]\\n[UNK]\\n[CLS]\\n[SEP]\\nhello\\n")
+    >>> bert_tf.load_vocab(p)
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]', 'hello']
+    """
+    path = str(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"BERT vocab file not found: {path!r}")
+    if tf.io.gfile.isdir(path):
+        raise ValueError(f"BERT vocab path {path!r} is a directory, expected a vocab.txt file")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"BERT vocab file {path!r} is not valid UTF-8: {e}") from None
+    tokens = [line.strip() for line in text.split("\n")]
+    if tokens and tokens[-1] == "":  # final newline
+        tokens.pop()
+    if not tokens:
+        raise ValueError(f"BERT vocab file {path!r} is empty")
+    missing = [t for t in REQUIRED_TOKENS if t not in tokens]
+    if missing:
+        raise ValueError(
+            f"BERT vocab file {path!r} lacks required special token(s) {missing}; "
+            f"a BERT vocab must contain {list(REQUIRED_TOKENS)}"
+        )
+    return tokens
+
+
+def _token_ids(tokens):
+    """token -> id; like Google's dict-based vocab, a repeated token keeps its last id."""
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def _wordpiece_vocab(tokens):
+    """The list handed to tf-text: ids kept, unreachable entries made unique.
+
+    tf-text rejects empty and duplicate tokens; Google's loader would map a
+    repeated token to its last line and an empty line to nothing a word can
+    produce, so those lines get unique placeholders that no text can match.
+    """
+    last = _token_ids(tokens)
+    out = []
+    for i, t in enumerate(tokens):
+        if t == "" or last[t] != i:
+            out.append(f"[bert_tf unused line {i}]")
+        else:
+            out.append(t)
+    return out
+
+
+def _ranges_to_class(ranges):
+    parts = []
+    for lo, hi in ranges:
+        parts.append(r"\x{%X}" % lo if lo == hi else r"\x{%X}-\x{%X}" % (lo, hi))
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _unicode_classes():
+    """RE2 character-class bodies for the categories Google's rules use.
+
+    Built from this interpreter's `unicodedata`, which is what Google's Python
+    tokenizer consults.
+    """
+    cats = {"P": [], "Mn": [], "Cf": [], "Zs": []}
+    current = {k: None for k in cats}
+    for cp in range(sys.maxunicode + 1):
+        if 0xD800 <= cp <= 0xDFFF:
+            cat = "Cs"
+        else:
+            cat = unicodedata.category(chr(cp))
+        for key in cats:
+            hit = cat.startswith("P") if key == "P" else cat == key
+            if hit and current[key] is None:
+                current[key] = cp
+            elif not hit and current[key] is not None:
+                cats[key].append((current[key], cp - 1))
+                current[key] = None
+    for key in cats:
+        if current[key] is not None:
+            cats[key].append((current[key], sys.maxunicode))
+    return {k: _ranges_to_class(v) for k, v in cats.items()}
+
+
+def _regexes():
+    c = _unicode_classes()
+    return {
+        # Cc except TAB/LF/CR (Cc is exactly U+0000-001F, U+007F-009F), Cf, U+FFFD.
+        "remove": r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F" + c["Cf"] + r"\x{FFFD}]",
+        # Google's whitespace plus U+2028/U+2029, which Python's str.split() splits on.
+        "space": r"[\t\n\r" + c["Zs"] + r"\x{2028}\x{2029}]",
+        "mn": "[" + c["Mn"] + "]",
+        # Characters that become words of their own: CJK ideographs and punctuation.
+        "split": "(["
+        + _ranges_to_class(_CJK_RANGES)
+        + _ranges_to_class(_ASCII_PUNCT_RANGES)
+        + c["P"]
+        + "])",
+        # A word (after splitting) longer than Google's limit.
+        "long_word": "[^ ]{%d,}" % (MAX_CHARS_PER_WORD + 1),
+    }
+
+
+def _vocabulary_tokens(vocabulary):
+    """A vocab.txt path or a list of tokens -> the validated token list."""
+    if isinstance(vocabulary, (list, tuple)):
+        tokens = [str(t) for t in vocabulary]
+        if not tokens:
+            raise ValueError("BERT vocabulary is empty")
+        missing = [t for t in REQUIRED_TOKENS if t not in tokens]
+        if missing:
+            raise ValueError(f"BERT vocabulary lacks required special token(s) {missing}; "
+                             f"a BERT vocab must contain {list(REQUIRED_TOKENS)}")
+        return tokens
+    return load_vocab(vocabulary)
+
+
+@keras.saving.register_keras_serializable(package="bert_tf")
+class BertTokenizer(keras.layers.Layer):
+    """Raw strings -> WordPiece ids by Google's BERT rules (TensorFlow + tensorflow-text ops only).
+
+    Args:
+      vocabulary: a BERT `vocab.txt` path, or the list of tokens (id = position).
+        It must contain `[CLS]`, `[SEP]`, `[UNK]`, `[PAD]`.
+      lower_case: `True` for uncased models (lower-case, strip accents).
+
+    Call: `tokenizer(strings)` on a `tf.string` tensor `[B]` -> int32
+    `tf.RaggedTensor` `[B, None]` of wordpiece ids (no special tokens, not
+    truncated). `tokenize_dense(strings, width)` gives the same ids as a dense
+    zero-padded tensor plus the true lengths (what the packer consumes).
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from bert_tf.tokenizer import BertTokenizer
+    >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "!"])
+    >>> tok(tf.constant(["Unaffable!"])).to_list()
+    [[4, 5, 6, 7]]
+    >>> BertTokenizer.from_config(tok.get_config()).vocabulary[:4]
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]']
+    """
+
+    def __init__(self, vocabulary, lower_case=True, **kwargs):
+        super().__init__(**kwargs)
+        # Strings pass through Keras untouched (no float conversion).
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+        self.lower_case = bool(lower_case)
+        self.vocabulary = _vocabulary_tokens(vocabulary)
+        ids = _token_ids(self.vocabulary)
+        self.vocab_size = len(self.vocabulary)
+        self.special_tokens = {
+            "vocab_size": self.vocab_size,
+            "cls_id": ids["[CLS]"], "sep_id": ids["[SEP]"], "pad_id": ids["[PAD]"], "unk_id": ids["[UNK]"],
+            "mask_id": ids.get("[MASK]"),
+        }
+        for token in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"):
+            self.special_tokens[token] = ids.get(token)
+
+        wp_vocab = _wordpiece_vocab(self.vocabulary)
+        # Placeholder for words over the length limit: a private-use character
+        # that is not a vocab token, so WordPiece maps it to [UNK].
+        cp = 0xE000
+        while chr(cp) in ids:
+            cp += 1
+        self._long_word_placeholder = chr(cp)
+        self._re = _regexes()
+        # ASCII rows: tf-text's own normaliser is exact there, and the
+        # 200-byte word limit is Google's 200-character limit.
+        self._ascii_tokenizer = tf_text.FastBertTokenizer(
+            vocab=wp_vocab, max_bytes_per_word=MAX_CHARS_PER_WORD, token_out_type=tf.int32,
+            unknown_token="[UNK]", lower_case_nfd_strip_accents=self.lower_case)
+        # Other rows: normalised and split into words by our own ops, then
+        # WordPiece. Words over 200 characters are already replaced, and a
+        # 200-character word has at most 800 UTF-8 bytes.
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=wp_vocab, max_bytes_per_word=4 * MAX_CHARS_PER_WORD, token_out_type=tf.int32,
+            unknown_token="[UNK]", no_pretokenization=True)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"vocabulary": list(self.vocabulary), "lower_case": self.lower_case})
+        return config
+
+    def save_vocabulary(self, path):
+        """Writes the vocabulary as a BERT `vocab.txt` (one token per line) to `path`; returns it."""
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write("\n".join(self.vocabulary) + "\n")
+        return path
+
+    def normalize_text(self, strings):
+        """Google's BasicTokenizer as string ops: returns text whose words are
+        separated by spaces (punctuation and CJK characters split off, words
+        over 200 characters replaced by a placeholder that maps to [UNK]).
+
+        Used for rows that are not pure ASCII; public for inspection/tests.
+        """
+        r = self._re
+        s = tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="ignore",
+                                         replace_control_characters=False)
+        s = tf.strings.regex_replace(s, r["remove"], "")
+        s = tf.strings.regex_replace(s, r["space"], " ")
+        if self.lower_case:
+            s = tf.strings.lower(s, encoding="utf-8")
+            s = tf_text.normalize_utf8(s, "NFD")
+            s = tf.strings.regex_replace(s, r["mn"], "")
+        s = tf.strings.regex_replace(s, r["split"], r" \1 ")
+        s = tf.strings.regex_replace(s, r["long_word"], self._long_word_placeholder)
+        return s
+
+    def tokenize_dense(self, strings, width=None):
+        """strings [B] -> (ids int32 [B, W] zero padded, lengths int32 [B]).
+
+        W = `width` if given (pieces beyond are cut; lengths are not), else the
+        longest row. Rows are routed by whether they are printable ASCII.
+        """
+        strings = tf.reshape(tf.convert_to_tensor(strings, dtype=tf.string), [-1])
+        # Fast rows: printable ASCII plus TAB/LF/CR. (tf-text splits words at
+        # other control characters, where Google deletes them.)
+        is_ascii = tf.strings.regex_full_match(strings, r"[\t\n\r -~]*")
+        positions = tf.range(tf.shape(strings, out_type=tf.int32)[0])
+        ascii_pos = tf.boolean_mask(positions, is_ascii)
+        other_pos = tf.boolean_mask(positions, tf.logical_not(is_ascii))
+        ascii_ids = self._ascii_tokenizer.tokenize(tf.gather(strings, ascii_pos))
+        # Split on the spaces our normaliser left (tf-text's own splitter would
+        # also split on characters its newer ICU tables call punctuation).
+        other_words = tf.strings.split(self.normalize_text(tf.gather(strings, other_pos)))
+        other_ids = self._wordpiece.tokenize(other_words).merge_dims(-2, -1)
+        ascii_len = tf.cast(ascii_ids.row_lengths(), tf.int32)
+        other_len = tf.cast(other_ids.row_lengths(), tf.int32)
+        if width is None:
+            width = tf.maximum(tf.reduce_max(tf.concat([ascii_len, other_len, [0]], 0)), 0)
+        ascii_dense = ascii_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(ascii_pos), width]))
+        other_dense = other_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(other_pos), width]))
+        # Put the rows back in input order (each row is written exactly once).
+        index = tf.concat([ascii_pos, other_pos], 0)[:, tf.newaxis]
+        batch = tf.shape(strings, out_type=tf.int32)[0]
+        dense = tf.scatter_nd(index, tf.concat([ascii_dense, other_dense], 0), tf.stack([batch, width]))
+        lengths = tf.scatter_nd(index, tf.concat([ascii_len, other_len], 0), [batch])
+        if isinstance(width, int):
+            dense = tf.ensure_shape(dense, [None, width])
+        return dense, lengths
+
+    def call(self, strings):
+        dense, lengths = self.tokenize_dense(strings)
+        return tf.RaggedTensor.from_tensor(dense, lengths=lengths)
+
+    def compute_output_spec(self, strings):
+        return keras.KerasTensor((strings.shape[0] if strings.shape.rank else None, None), dtype="int32",
+                                 ragged=True)
