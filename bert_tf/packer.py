@@ -38,7 +38,7 @@ class BertPacker(keras.layers.Layer):
     >>> packer = BertPacker(seq_length=8, cls_id=2, sep_id=3, pad_id=0)
     >>> out = packer([tf.ragged.constant([[5, 6, 7]]), tf.ragged.constant([[8, 9, 10, 11]])])
     >>> out["input_word_ids"].numpy().tolist(), out["input_type_ids"].numpy().tolist()
-    ([[2, 5, 6, 3, 8, 9, 3, 0]], [[0, 0, 0, 0, 1, 1, 1, 0]])
+    ([[2, 5, 6, 7, 3, 8, 9, 3]], [[0, 0, 0, 0, 0, 1, 1, 1]])
     """
 
     def __init__(self, seq_length=128, cls_id=101, sep_id=102, pad_id=0, dynamic_padding=False,
