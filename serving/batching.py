@@ -9,7 +9,9 @@ rank, preferring those with the most similar lengths, padded with zeros / empty 
 makes one call, and splits the outputs back along axis 0.
 
 A failed merged call is retried request by request, so one bad request never fails its
-neighbours. The parameters are those of TF Serving's ``BatchingParameters`` text proto
+neighbours. A request may carry a deadline (`time.monotonic()` value): it is dropped from the queue
+once the deadline passes, its caller gets DEADLINE_EXCEEDED, and a running merged call is cancelled
+(`serving.deadlines.cancel_at`) when the last deadline among its requests passes. The parameters are those of TF Serving's ``BatchingParameters`` text proto
 (`--batching_parameters_file`), see `BatchingOptions.from_text`.
 
 Example:
@@ -29,6 +31,7 @@ import time
 
 import numpy as np
 
+from serving import deadlines
 from serving.errors import Code, ServingError, from_exception
 
 
@@ -94,9 +97,10 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "key", "lengths", "arrival", "done", "result", "error")
+    __slots__ = ("inputs", "size", "key", "lengths", "arrival", "done", "result", "error", "deadline")
 
-    def __init__(self, inputs, size, key, lengths):
+    def __init__(self, inputs, size, key, lengths, deadline=None):
+        self.deadline = deadline
         self.inputs = inputs
         self.size = size
         self.key = key
@@ -139,8 +143,9 @@ class Batcher:
             t.start()
 
     # -- client side -----------------------------------------------------------------
-    def submit(self, inputs):
-        """Run `inputs` (dict of arrays sharing axis-0 size) as part of a batch; returns outputs."""
+    def submit(self, inputs, deadline=None):
+        """Run `inputs` (dict of arrays sharing axis-0 size) as part of a batch; returns outputs.
+        `deadline`: `time.monotonic()` by which the result is needed (None: no limit)."""
         sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
         if len(sizes) != 1 or None in sizes:
             raise ServingError(Code.INVALID_ARGUMENT,
@@ -149,16 +154,17 @@ class Batcher:
         size = sizes.pop()
         opts = self.options
         if size > opts.max_batch_size:
-            raise ServingError(Code.RESOURCE_EXHAUSTED,
+            raise ServingError(Code.INVALID_ARGUMENT,
                                f"Task size {size} is larger than maximum input batch size {opts.max_batch_size}")
         if size == 0:
-            return self._run(inputs)
+            with deadlines.cancel_at(deadline):
+                return self._run(inputs)
         if opts.pad_variable_length_inputs:
             key = tuple(sorted((k, v.ndim, v.dtype.str) for k, v in inputs.items()))
         else:
             key = tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         lengths = tuple(v.shape[1:] for _, v in sorted(inputs.items()))
-        task = _Task(inputs, size, key, lengths)
+        task = _Task(inputs, size, key, lengths, deadline)
         with self._cv:
             if self._closed:
                 raise ServingError(Code.UNAVAILABLE, "Server is shutting down; batch queue closed")
@@ -168,7 +174,13 @@ class Batcher:
             self._queue.append(task)
             self._queued_rows += size
             self._cv.notify()
-        task.done.wait()
+        if not task.done.wait(deadlines.remaining(deadline)):
+            with self._cv:
+                if task in self._queue:  # never started: drop it
+                    self._queue.remove(task)
+                    self._queued_rows -= task.size
+            # If it is running, the merged call is cancelled when its last deadline passes.
+            raise deadlines.deadline_error()
         if task.error is not None:
             raise task.error
         return task.result
@@ -221,9 +233,15 @@ class Batcher:
                 ids = {id(t) for t in chosen}
                 self._queue = collections.deque(t for t in self._queue if id(t) not in ids)
                 self._queued_rows -= sum(t.size for t in chosen)
+                late = [t for t in chosen if deadlines.expired(t.deadline)]
+                chosen = [t for t in chosen if not deadlines.expired(t.deadline)]
                 if self._queue:
                     self._cv.notify()
-            self._process(chosen)
+            for t in late:  # expired while queued: never run
+                t.error = deadlines.deadline_error()
+                t.done.set()
+            if chosen:
+                self._process(chosen)
 
     def _call(self, tasks):
         pad = self.options.pad_variable_length_inputs
@@ -232,7 +250,9 @@ class Batcher:
         else:
             merged = {k: _concat([t.inputs[k] for t in tasks], pad) for k in tasks[0].inputs}
         total = sum(t.size for t in tasks)
-        outputs = self._run(merged)
+        last = None if any(t.deadline is None for t in tasks) else max(t.deadline for t in tasks)
+        with deadlines.cancel_at(last):
+            outputs = self._run(merged)
         self.stats["calls"] += 1
         self.stats["rows"] += total
         self.stats["tasks"] += len(tasks)

@@ -1,4 +1,5 @@
-"""Errors carrying TF Serving's status codes (shared by gRPC and REST front ends).
+"""Errors carrying TF Serving's status codes: `ServingError` (raised inside the server, shared by its
+gRPC and REST front ends) and `ServingClientError` (raised by both clients).
 
 Example:
     >>> from serving.errors import ServingError, Code
@@ -34,6 +35,24 @@ _HTTP_STATUS = {
 
 _BY_NUMBER = {c.value[0]: c for c in Code}
 
+# HTTP status -> gRPC code name, for REST clients. 413 is this server's answer to a body over
+# --rest_api_max_body_bytes (the gRPC equivalent is RESOURCE_EXHAUSTED, "message larger than max").
+HTTP_TO_CODE_NAME = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                     409: "ABORTED", 411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
+                     499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
+                     504: "DEADLINE_EXCEEDED"}
+
+
+class ServingClientError(Exception):
+    """A failed client call (gRPC or REST): `code` is the gRPC status code name (``"NOT_FOUND"``, ...),
+    `http_status` the HTTP status for REST calls (None over gRPC)."""
+
+    def __init__(self, code, message, http_status=None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
 
 def code_from_number(number):
     """grpc.StatusCode for a numeric (absl / tf.errors) status code."""
@@ -62,15 +81,21 @@ def invalid(msg):
 
 def from_exception(exc):
     """Map any exception raised while serving to a ServingError."""
+    from serving.codec import CodecError
+
     if isinstance(exc, ServingError):
         return exc
+    if isinstance(exc, CodecError):
+        return ServingError(Code.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, RecursionError):  # input nested too deeply for some converter: still the client's doing
+        return ServingError(Code.INVALID_ARGUMENT, "Request is nested too deeply")
     try:
         import tensorflow as tf
 
         if isinstance(exc, tf.errors.OpError):
             # Strip TF's multi-line graph context; keep the first paragraph.
             msg = (exc.message or str(exc)).strip().split("\n\n")[0]
-            return ServingError(code_from_number(exc.error_code), msg)
+            return ServingError(code_from_number(exc.error_code), msg.split("\n")[0] if len(msg) > 2000 else msg)
     except ImportError:  # pragma: no cover
         pass
     if isinstance(exc, (ValueError, TypeError)):

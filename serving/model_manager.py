@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from serving import deadlines
 from serving.batching import Batcher
 from serving.errors import Code, ServingError, from_exception
 
@@ -157,7 +158,13 @@ class Signature:
                                        f"Input '{k}' of signature '{self.name}' expects shape {shape} "
                                        f"(-1: any size) but got {list(arr.shape)}")
 
-    def run(self, inputs, output_filter=()):
+    @property
+    def max_batch_size(self):
+        """Most rows one request may carry (None: no limit, when this signature is not batched)."""
+        return self.batcher.options.max_batch_size if self.batcher is not None else None
+
+    def run(self, inputs, output_filter=(), deadline=None):
+        """Validate and run; `deadline` (`time.monotonic()` value) bounds queueing and the model run."""
         self.validate(inputs)
         for alias in output_filter:
             if alias not in self.outputs:
@@ -168,9 +175,10 @@ class Signature:
             raise ServingError(Code.INVALID_ARGUMENT, "duplicate output tensor alias in output_filter")
         try:
             if self.batcher is not None:
-                out = self.batcher.submit(inputs)
+                out = self.batcher.submit(inputs, deadline)
             else:
-                out = self._call(inputs)
+                with deadlines.cancel_at(deadline):
+                    out = self._call(inputs)
         except Exception as exc:  # noqa: BLE001
             raise from_exception(exc) from None
         if output_filter:
@@ -229,8 +237,8 @@ class Servable:
                                f"{self.version} has signatures: {sorted(self.signatures)}")
         return sig
 
-    def run(self, signature_name, inputs, output_filter=()):
-        return self.signature(signature_name).run(inputs, output_filter)
+    def run(self, signature_name, inputs, output_filter=(), deadline=None):
+        return self.signature(signature_name).run(inputs, output_filter, deadline)
 
     def _acquire(self):
         with self._cv:
@@ -420,12 +428,26 @@ class ModelManager:
             m.shutdown()
 
 
+# A TensorProto can describe a huge tensor in a few bytes (shape plus one repeated value); refuse to
+# expand one past this size rather than let a small request allocate gigabytes.
+MAX_DECODED_TENSOR_BYTES = 256 << 20
+
+
 def to_numpy_inputs(tensor_protos):
     """dict name->TensorProto to dict name->np.ndarray, INVALID_ARGUMENT on malformed protos."""
     import tensorflow as tf
 
     out = {}
     for k, tp in tensor_protos.items():
+        dims = [d.size for d in tp.tensor_shape.dim]
+        if any(d < 0 for d in dims):
+            raise ServingError(Code.INVALID_ARGUMENT, f"Input '{k}': TensorProto has a negative dimension {dims}")
+        n = 1
+        for d in dims:
+            n *= d
+        if n * max(tf.dtypes.as_dtype(tp.dtype).size if tp.dtype else 1, 1) > MAX_DECODED_TENSOR_BYTES:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Input '{k}': TensorProto of shape {dims} would decode to "
+                               f"more than {MAX_DECODED_TENSOR_BYTES} bytes")
         try:
             out[k] = tf.make_ndarray(tp)
         except Exception as exc:  # noqa: BLE001

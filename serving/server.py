@@ -11,7 +11,11 @@ It serves the newest integer version under ``--model_base_path`` (or every model
 ``--model_config_file``), polls for new versions every ``--file_system_poll_wait_seconds`` and
 swaps them in without failing requests, merges concurrent requests into batches with
 ``--enable_batching`` (``--batching_parameters_file``), binds ``--host`` (127.0.0.1), bounds
-message sizes (``--max_message_bytes``) and drains in-flight requests on SIGTERM before exiting 0.
+message sizes (``--max_message_bytes``, ``--rest_api_max_body_bytes``: 413), REST request time
+(``--rest_api_timeout_in_ms``: 504, the model run cancelled; gRPC: the client's deadline) and REST
+concurrency (``--rest_api_num_threads``), and drains in-flight requests on SIGTERM before exiting 0.
+A request that cannot be parsed or validated is INVALID_ARGUMENT (400); INTERNAL (500) only for a
+fault inside the model run.
 
 Example:
     python -m serving.server --model_name=bert --model_base_path=/tmp/bert_export \
@@ -47,22 +51,46 @@ flags.DEFINE_string("batching_parameters_file", "", "BatchingParameters text pro
                     "batch_timeout_micros, num_batch_threads, max_enqueued_batches, pad_variable_length_inputs).")
 flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Seconds between polls of the base path for new "
                    "versions; 0 polls once at start-up, negative never polls after start-up.")
-flags.DEFINE_integer("max_message_bytes", 64 << 20, "Largest gRPC message / REST body accepted or sent.")
+flags.DEFINE_integer("max_message_bytes", 64 << 20, "Largest gRPC message accepted or sent (and the default "
+                     "of --rest_api_max_body_bytes).")
+flags.DEFINE_integer("rest_api_max_body_bytes", 0, "Largest REST request body; a larger one is answered 413 "
+                     "before it is read or parsed. 0: --max_message_bytes.")
+flags.DEFINE_integer("rest_api_timeout_in_ms", 30000, "Timeout for a REST request (TF Serving's flag): one not "
+                     "answered in time gets 504 DEADLINE_EXCEEDED and its model run is cancelled. 0: none.")
+flags.DEFINE_integer("rest_api_num_threads", 0, "Requests the REST API parses and runs at once (TF Serving's "
+                     "flag); others wait within their timeout. 0: 4 x the number of CPUs.")
 flags.DEFINE_integer("grpc_max_threads", 64, "Threads handling gRPC calls (bounds concurrent requests).")
 flags.DEFINE_float("drain_timeout_seconds", 30.0, "On SIGTERM, how long to wait for in-flight requests.")
 flags.DEFINE_boolean("enable_model_warmup", True, "Replay assets.extra/tf_serving_warmup_requests on load.")
 
 
-def _servicers(service):
+def _handlers(service):
+    """gRPC handlers for tensorflow.serving.PredictionService and ModelService.
+
+    Requests are parsed here rather than by gRPC, so bytes that are not a valid request proto get
+    INVALID_ARGUMENT (gRPC's own deserializer would answer INTERNAL, a client error looking like a
+    server fault). The client's deadline, when it sets one, bounds the model run."""
+    import time
+
     import grpc
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+    from google.protobuf.message import DecodeError
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                         inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
     from serving.errors import ServingError, from_exception
 
-    def wrap(fn, api):
-        def call(request, context):
+    def unary(fn, request_cls, api):
+        def call(raw, context):
             try:
-                return fn(request)
+                request = request_cls()
+                try:
+                    request.ParseFromString(raw)
+                except (DecodeError, RuntimeError, ValueError) as e:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Cannot parse {request_cls.DESCRIPTOR.name}: {e}") from None
+                left = context.time_remaining()
+                deadline = time.monotonic() + left if left is not None and left < 1e9 else None
+                return fn(request, deadline=deadline)
             except ServingError as e:
                 context.abort(e.code, e.message)
             except Exception as exc:  # noqa: BLE001 - a bad request must not take the server down
@@ -70,24 +98,31 @@ def _servicers(service):
                 if err.code == grpc.StatusCode.INTERNAL:
                     logging.exception("%s failed", api)
                 context.abort(err.code, err.message)
-        return call
+        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=None,
+                                                   response_serializer=lambda m: m.SerializeToString())
 
-    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-        Predict = staticmethod(wrap(service.predict, "Predict"))
-        Classify = staticmethod(wrap(service.classify, "Classify"))
-        Regress = staticmethod(wrap(service.regress, "Regress"))
-        GetModelMetadata = staticmethod(wrap(service.get_model_metadata, "GetModelMetadata"))
+    def unimplemented(what):
+        def fn(request, deadline=None):
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by this server")
+        return fn
 
-        def MultiInference(self, request, context):  # noqa: N802
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported by this server")
-
-    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-        GetModelStatus = staticmethod(wrap(service.get_model_status, "GetModelStatus"))
-
-        def HandleReloadConfigRequest(self, request, context):  # noqa: N802
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "HandleReloadConfigRequest is not supported")
-
-    return PredictionService(), ModelService()
+    prediction = {
+        "Predict": unary(service.predict, predict_pb2.PredictRequest, "Predict"),
+        "Classify": unary(service.classify, classification_pb2.ClassificationRequest, "Classify"),
+        "Regress": unary(service.regress, regression_pb2.RegressionRequest, "Regress"),
+        "GetModelMetadata": unary(service.get_model_metadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                  "GetModelMetadata"),
+        "MultiInference": unary(unimplemented("MultiInference"), inference_pb2.MultiInferenceRequest,
+                                "MultiInference"),
+    }
+    models = {
+        "GetModelStatus": unary(service.get_model_status, get_model_status_pb2.GetModelStatusRequest,
+                                "GetModelStatus"),
+        "HandleReloadConfigRequest": unary(unimplemented("HandleReloadConfigRequest"),
+                                           model_management_pb2.ReloadConfigRequest, "HandleReloadConfigRequest"),
+    }
+    return [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+            grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", models)]
 
 
 def run_warmup(servable, max_records=1000):
@@ -132,7 +167,8 @@ class ModelServer:
     """
 
     def __init__(self, configs, host="127.0.0.1", port=8500, rest_api_port=8501, batching_options=None,
-                 poll_wait_seconds=1.0, max_message_bytes=64 << 20, grpc_max_threads=64, warmup=True):
+                 poll_wait_seconds=1.0, max_message_bytes=64 << 20, grpc_max_threads=64, warmup=True,
+                 rest_api_max_body_bytes=0, rest_api_timeout_in_ms=30000, rest_api_num_threads=0):
         from serving.model_manager import ModelManager
         from serving.service import ServingService
 
@@ -141,6 +177,9 @@ class ModelServer:
         self.service = ServingService(self.manager)
         self.host, self.port, self.rest_api_port = host, port, rest_api_port
         self.max_message_bytes = max_message_bytes
+        self.rest_api_max_body_bytes = rest_api_max_body_bytes or max_message_bytes
+        self.rest_api_timeout_in_ms = rest_api_timeout_in_ms
+        self.rest_api_num_threads = rest_api_num_threads or 4 * (os.cpu_count() or 1)
         self.grpc_max_threads = grpc_max_threads
         self._grpc = None
         self._http = None
@@ -148,7 +187,6 @@ class ModelServer:
 
     def start(self):
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         from serving.rest import make_http_server
 
@@ -160,16 +198,15 @@ class ModelServer:
             self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self.grpc_max_threads,
                                                                 thread_name_prefix="grpc"),
                                      options=opts, maximum_concurrent_rpcs=self.grpc_max_threads * 4)
-            pred, models = _servicers(self.service)
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(pred, self._grpc)
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, self._grpc)
+            self._grpc.add_generic_rpc_handlers(_handlers(self.service))
             addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
             if not self._grpc.add_insecure_port(addr):
                 raise OSError(f"cannot bind gRPC port {addr}")
             self._grpc.start()
             logging.info("Running gRPC ModelServer at %s ...", addr)
         if self.rest_api_port:
-            self._http = make_http_server(self.service, self.host, self.rest_api_port, self.max_message_bytes)
+            self._http = make_http_server(self.service, self.host, self.rest_api_port, self.rest_api_max_body_bytes,
+                                          self.rest_api_timeout_in_ms, self.rest_api_num_threads)
             self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                                  name="rest", daemon=True)
             self._http_thread.start()
@@ -224,7 +261,10 @@ def main(argv):
 
     server = ModelServer(configs, FLAGS.host, FLAGS.port, FLAGS.rest_api_port, batching,
                          poll_wait_seconds=poll if poll > 0 else 0, max_message_bytes=FLAGS.max_message_bytes,
-                         grpc_max_threads=FLAGS.grpc_max_threads, warmup=FLAGS.enable_model_warmup)
+                         grpc_max_threads=FLAGS.grpc_max_threads, warmup=FLAGS.enable_model_warmup,
+                         rest_api_max_body_bytes=FLAGS.rest_api_max_body_bytes,
+                         rest_api_timeout_in_ms=FLAGS.rest_api_timeout_in_ms,
+                         rest_api_num_threads=FLAGS.rest_api_num_threads)
     server.start()
     sys.stdout.flush()
     while not stop.wait(1.0):

@@ -64,21 +64,23 @@ class ServingService:
         self.manager = manager
 
     # -- Predict -------------------------------------------------------------------------
-    def predict_arrays(self, model_spec, inputs, output_filter=()):
-        """Run a signature on numpy inputs; returns (name, version, signature_name, outputs)."""
+    def predict_arrays(self, model_spec, inputs, output_filter=(), deadline=None):
+        """Run a signature on numpy inputs; returns (name, version, signature_name, outputs).
+        `deadline`: `time.monotonic()` value bounding the run (None: none)."""
         version, label = _spec_version(model_spec)
         sig_name = model_spec.signature_name or DEFAULT_SIGNATURE
         with self.manager.acquire(model_spec.name, version, label) as servable:
-            outputs = servable.run(sig_name, inputs, tuple(output_filter))
+            outputs = servable.run(sig_name, inputs, tuple(output_filter), deadline)
             return servable.name, servable.version, sig_name, outputs
 
-    def predict(self, request, response=None):
+    def predict(self, request, response=None, deadline=None):
         from tensorflow_serving.apis import predict_pb2
 
         response = response or predict_pb2.PredictResponse()
+        self._check_rows(request.model_spec, {k: v.tensor_shape for k, v in request.inputs.items()})
         inputs = to_numpy_inputs(request.inputs)
         name, version, sig_name, outputs = self.predict_arrays(
-            request.model_spec, inputs, request.output_filter)
+            request.model_spec, inputs, request.output_filter, deadline)
         _fill_spec(response.model_spec, name, version, sig_name)
         for k, v in outputs.items():
             response.outputs[k].CopyFrom(to_tensor_proto(v))
@@ -86,12 +88,30 @@ class ServingService:
 
     def input_info(self, model_spec):
         """SignatureDef inputs of the addressed signature (REST needs dtypes to parse JSON)."""
+        return self.signature_limits(model_spec)[0]
+
+    def signature_limits(self, model_spec):
+        """(inputs {name: (tf.DType, shape)}, max rows per request or None) of the addressed signature."""
         version, label = _spec_version(model_spec)
         with self.manager.acquire(model_spec.name, version, label) as servable:
-            return servable.signature(model_spec.signature_name).inputs
+            sig = servable.signature(model_spec.signature_name)
+            return sig.inputs, sig.max_batch_size
+
+    def _check_rows(self, model_spec, shapes):
+        """INVALID_ARGUMENT, before decoding, when a batched signature gets more rows than max_batch_size."""
+        try:
+            _, max_rows = self.signature_limits(model_spec)
+        except ServingError:
+            return  # unknown model/signature: the run reports it
+        if max_rows is None:
+            return
+        for k, shape in shapes.items():
+            if shape.dim and shape.dim[0].size > max_rows:
+                raise ServingError(Code.INVALID_ARGUMENT, f"Task size {shape.dim[0].size} (input '{k}') is larger "
+                                   f"than maximum input batch size {max_rows}")
 
     # -- Classify / Regress ----------------------------------------------------------------
-    def _run_examples(self, request, api):
+    def _run_examples(self, request, api, deadline=None):
         version, label = _spec_version(request.model_spec)
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         serialized = serialize_examples(request.input)
@@ -121,14 +141,14 @@ class ServingService:
                 wanted = [REGRESS_OUTPUTS]
             arr = np.empty(len(serialized), dtype=object)
             arr[:] = serialized
-            outputs = sig.run({CLASSIFY_INPUTS: arr}, tuple(wanted))
+            outputs = sig.run({CLASSIFY_INPUTS: arr}, tuple(wanted), deadline)
             return servable.name, servable.version, sig_name, outputs, len(serialized)
 
-    def classify(self, request, response=None):
+    def classify(self, request, response=None, deadline=None):
         from tensorflow_serving.apis import classification_pb2
 
         response = response or classification_pb2.ClassificationResponse()
-        name, version, sig_name, out, n = self._run_examples(request, "classification")
+        name, version, sig_name, out, n = self._run_examples(request, "classification", deadline)
         classes, scores = out.get(CLASSIFY_CLASSES), out.get(CLASSIFY_SCORES)
         for key, t, kind in ((CLASSIFY_CLASSES, classes, "O"), (CLASSIFY_SCORES, scores, "f")):
             if t is None:
@@ -160,11 +180,11 @@ class ServingService:
         _fill_spec(response.model_spec, name, version, sig_name)
         return response
 
-    def regress(self, request, response=None):
+    def regress(self, request, response=None, deadline=None):
         from tensorflow_serving.apis import regression_pb2
 
         response = response or regression_pb2.RegressionResponse()
-        name, version, sig_name, out, n = self._run_examples(request, "regression")
+        name, version, sig_name, out, n = self._run_examples(request, "regression", deadline)
         t = out[REGRESS_OUTPUTS]
         if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
             raise ServingError(Code.INVALID_ARGUMENT,
@@ -181,7 +201,7 @@ class ServingService:
         return response
 
     # -- Metadata / status -------------------------------------------------------------------
-    def get_model_metadata(self, request, response=None):
+    def get_model_metadata(self, request, response=None, deadline=None):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         response = response or get_model_metadata_pb2.GetModelMetadataResponse()
@@ -201,7 +221,7 @@ class ServingService:
         response.metadata["signature_def"].Pack(sig_map)
         return response
 
-    def get_model_status(self, request, response=None):
+    def get_model_status(self, request, response=None, deadline=None):
         from tensorflow_serving.apis import get_model_status_pb2
 
         response = response or get_model_status_pb2.GetModelStatusResponse()

@@ -312,7 +312,7 @@ def test_protocol_errors(server):
 # -------------------------------------------------------------------------------- this server only
 def test_error_codes_specific_to_this_server(ours):
     """NOT_FOUND for an unknown signature and UNAVAILABLE before any version is loaded (the issue's spec;
-    TF Serving answers FAILED_PRECONDITION / NOT_FOUND there), size and batch limits, bad shapes."""
+    TF Serving answers FAILED_PRECONDITION / NOT_FOUND there), size (413) and batch (400) limits, bad shapes."""
     pred, model_stub = stubs(ours)
     code = grpc.StatusCode
     expect_grpc_error(lambda: pred.Predict(predict_request(signature="nope", text=["a"]), timeout=30),
@@ -326,15 +326,18 @@ def test_error_codes_specific_to_this_server(ours):
                       "expects shape [-1]")
     expect_grpc_error(lambda: pred.Predict(predict_request(signature="ids", input_word_ids=np.ones((2, 3), np.int64)),
                                            timeout=30), code.INVALID_ARGUMENT, "int32")
-    # Over the batch limit and over the message size limit.
+    # Over the batch limit (INVALID_ARGUMENT, as TF Serving; issue #16) and over the message size limit
+    # (gRPC: RESOURCE_EXHAUSTED from gRPC itself; REST: 413 before the body is read).
     expect_grpc_error(lambda: pred.Predict(predict_request(text=["a"] * (MAX_BATCH + 1)), timeout=30),
-                      code.RESOURCE_EXHAUSTED, f"maximum input batch size {MAX_BATCH}")
+                      code.INVALID_ARGUMENT, f"maximum input batch size {MAX_BATCH}")
     status, body = rest(ours, "/v1/models/toy:predict", {"instances": ["a"] * (MAX_BATCH + 1)})
-    assert status == 429
+    assert status == 400 and f"maximum input batch size {MAX_BATCH}" in body["error"]
+    status, body = rest(ours, "/v1/models/toy:predict", {"inputs": {"text": ["a"] * (MAX_BATCH + 1)}})
+    assert status == 400 and f"maximum input batch size {MAX_BATCH}" in body["error"]
     expect_grpc_error(lambda: pred.Predict(predict_request(text=["x" * (MAX_MESSAGE + 10)]), timeout=30),
                       code.RESOURCE_EXHAUSTED)
     status, body = rest(ours, "/v1/models/toy:predict", {"instances": ["x" * (MAX_MESSAGE + 10)]})
-    assert status == 429 and "exceeds the limit" in body["error"]
+    assert status == 413 and "exceeds the limit" in body["error"]
     # Classify against a signature that is not a classification signature, and a missing model name.
     req = classification_pb2.ClassificationRequest()
     req.model_spec.name = "toy"
@@ -582,27 +585,3 @@ def test_model_config_file_parsing(tmp_path):
     cfg.write_text("model_config_list { config { name: 'a' } }")
     with pytest.raises(ValueError, match="base_path"):
         configs_from_model_server_config(str(cfg))
-
-
-def test_rest_json_tensor_rules():
-    """json_tensor.cc conventions: row vs columnar answers, `_bytes` outputs as b64, strict leaf types."""
-    from serving.errors import ServingError
-    from serving.rest import json_to_array, outputs_to_json, parse_predict_body
-
-    outs = {"ids_bytes": np.array([b"\x00\xff", b"ok"], dtype=object), "score": np.array([0.1, 2.5], np.float32)}
-    assert outputs_to_json(outs, "row") == {"predictions": [{"ids_bytes": {"b64": "AP8="}, "score": 0.1},
-                                                            {"ids_bytes": {"b64": "b2s="}, "score": 2.5}]}
-    assert outputs_to_json({"score": outs["score"]}, "columnar") == {"outputs": [0.1, 2.5]}
-    assert outputs_to_json({"t": np.array([b"caf\xc3\xa9"], dtype=object)}, "row") == {"predictions": ["café"]}
-    info = {"x": (tf.int32, [-1, -1]), "s": (tf.string, [-1])}
-    inputs, fmt = parse_predict_body({"instances": [{"x": [1, 2], "s": {"b64": "aGk="}},
-                                                    {"x": [3, 4], "s": "yo"}]}, info)
-    assert fmt == "row" and inputs["x"].tolist() == [[1, 2], [3, 4]] and inputs["s"].tolist() == [b"hi", b"yo"]
-    for bad, fragment in [([[1], 2], "incorrect level"), ([1, [2]], "unexpected level"), ([[1], [2, 3]], "unexpected size"),
-                          ([1.5], "is not of expected type: int32"), ([True], "is not of expected type")]:
-        with pytest.raises(ServingError, match=fragment):
-            json_to_array(bad, tf.int32)
-    with pytest.raises(ServingError, match="Expecting shape"):
-        parse_predict_body({"instances": [{"x": [1], "s": "a"}, {"x": [1, 2], "s": "b"}]}, info)
-    with pytest.raises(ServingError, match="keys must be equal to"):
-        parse_predict_body({"instances": [{"x": [1]}]}, info)
