@@ -301,7 +301,7 @@ class ExampleEncoder:
     def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
         self.L, self.P = int(max_seq_length), int(max_predictions_per_seq)
         self._v = [_varint(i) for i in range(max(int(vocab_size), 1 << 15))]
-        self._zeros = [b"\x00" * i for i in range(self.L + 1)]
+        self._zeros = [b"\x00" * i for i in range(max(self.L, self.P) + 1)]
         self._ones = [b"\x01" * i for i in range(self.L + 1)]
         self._keys = {k: b"\x0a" + _varint(len(k)) + k.encode() for k in FEATURE_NAMES}
         self._weights = [self._item("masked_lm_weights", _FLOAT_ONE * k + _FLOAT_ZERO * (self.P - k), True)
