@@ -66,7 +66,7 @@ class _Watchdog:
         self._thread = None
 
     def add(self, deadline, manager):
-        entry = [deadline, next(self._ids), manager]
+        entry = [deadline, next(self._ids), manager, False]  # [3]: fired
         with self._cv:
             heapq.heappush(self._heap, entry)
             if self._thread is None:
@@ -91,8 +91,10 @@ class _Watchdog:
                 if wait > 0:
                     self._cv.wait(wait)
                     continue
-                _, _, manager = heapq.heappop(self._heap)
-            manager.start_cancel()
+                entry = heapq.heappop(self._heap)
+                entry[3] = True
+                manager = entry[2]
+            manager.start_cancel()  # a manager removed meanwhile is simply cancelled unused
 
 
 _watchdog = _Watchdog()
@@ -115,7 +117,8 @@ def cancel_at(deadline, what="Request"):
     try:
         yield
     except Exception:  # noqa: BLE001
-        if manager.is_cancelled or expired(deadline):
+        # Not `manager.is_cancelled`: TensorFlow cancels the manager itself when an op fails.
+        if entry[3] or expired(deadline):
             raise deadline_error(what) from None
         raise
     finally:
