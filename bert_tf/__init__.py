@@ -1,16 +1,23 @@
 """bert_tf: BERT for TensorFlow 2 / Keras 3, from raw text to a served model.
 
-Public names are imported lazily so that `import bert_tf` stays cheap and a
-module's heavy dependencies load only when its names are used.
+`import bert_tf` registers the library's Keras classes (tokenizer, packer,
+preprocessor, encoder, task models, optimizers), so that
+`keras.saving.load_model("model.keras")` finds them, as `import keras_hub`
+does for its models. Other public names are imported when first used.
 """
 
 import importlib
 
+# Modules whose classes saved models name (keras.saving.register_keras_serializable).
+from bert_tf import classifier, encoder, optimization, packer, preprocessor, pretraining, tokenizer  # noqa: E402,F401
+
 # public name -> module (relative to this package) that defines it
 _EXPORTS = {
-    # preprocessing (tensorflow-text ops, in the graph)
+    # preprocessing (tensorflow-text ops, in the graph): tokenizer + packer = preprocessor
+    "BertTokenizer": "tokenizer",
+    "BertPacker": "packer",
     "BertPreprocessor": "preprocessor",
-    "load_vocab": "preprocessor",
+    "load_vocab": "tokenizer",
     # SavedModel op checks (TF Serving compatibility)
     "list_custom_ops": "saved_model_ops",
     "check_serving_ops": "saved_model_ops",
@@ -21,6 +28,9 @@ _EXPORTS = {
     "from_pretrained": "checkpoints",
     "save_pretrained": "checkpoints",
     "save_tf1_checkpoint": "checkpoints",
+    # task models (encoder + preprocessor + head) and their serving export
+    "BertClassifier": "classifier",
+    "export_classifier": "export",
 }
 
 __all__ = sorted(_EXPORTS)

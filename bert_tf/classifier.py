@@ -1,41 +1,45 @@
-"""`BertClassifier`: a BERT encoder with a classification (or regression) head.
+"""`BertClassifier`: the sentence (pair) classification / regression task model.
+
+The task model holds its encoder, its preprocessor (tokenizer + packer, with
+the vocabulary inside) and its head, and knows its labels and task kind. It is
+the one object that `bert_tf.tasks.SentencePredictionTask` fine-tunes, that the
+training checkpoints hold, that `model.save("m.keras")` writes and
+`keras.saving.load_model` reads back, and that `bert_tf.export.export_classifier`
+turns into a serving SavedModel.
 
 The head is Google's fine-tuning head: dropout on the encoder's
 ``pooled_output`` (the tanh-projected ``[CLS]`` vector) and one dense layer
 to ``num_classes`` logits (``num_classes=1`` for regression, e.g. STS-B),
 initialised from a truncated normal with ``initializer_range`` (0.02).
-
-Inputs are the encoder's dict of int32 ``[B, T]`` tensors (``input_word_ids``,
-``input_mask``, ``input_type_ids``). If the classifier holds a
-:class:`bert_tf.BertPreprocessor`, it also takes raw text: a ``tf.string``
-tensor ``[B]`` or, for sentence-pair tasks, a list/tuple of two of them.
-:meth:`BertClassifier.text_model` builds a Keras model mapping raw strings to
-class probabilities (or regression scores), the form an export needs.
-
 The logits are float32 even under a ``mixed_float16`` policy.
+
+Inputs, all giving the same logits:
+
+* raw text: a ``tf.string`` tensor ``[B]``;
+* text pairs: a list/tuple of two ``tf.string`` tensors ``[B]``;
+* token ids: the dict of int32 ``[B, T]`` tensors ``input_word_ids``,
+  ``input_mask``, ``input_type_ids`` (what the preprocessor makes).
 
 Example:
 
 >>> import numpy as np
 >>> import bert_tf
->>> from bert_tf.classifier import BertClassifier
 >>> config = bert_tf.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
 ...                             num_attention_heads=2, intermediate_size=64)
->>> model = BertClassifier(bert_tf.BertEncoder(config), num_classes=3)
+>>> model = bert_tf.BertClassifier(bert_tf.BertEncoder(config), num_classes=3)
 >>> ids = {"input_word_ids": np.ones([2, 8], "int32"), "input_mask": np.ones([2, 8], "int32"),
 ...        "input_type_ids": np.zeros([2, 8], "int32")}
 >>> tuple(model(ids).shape)
 (2, 3)
 """
 
-import os
+import keras
+import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+from bert_tf.encoder import BertEncoder
+from bert_tf.packer import INPUT_KEYS
+from bert_tf.preprocessor import BertPreprocessor
 
 
 def _is_text(inputs):
@@ -43,54 +47,61 @@ def _is_text(inputs):
         return False
     if isinstance(inputs, (list, tuple)):
         return len(inputs) > 0 and all(_is_text(x) for x in inputs)
+    if isinstance(inputs, (str, bytes)):
+        return True
     dtype = getattr(inputs, "dtype", None)
-    if dtype is None:
-        return isinstance(inputs, (str, bytes))
+    if isinstance(inputs, np.ndarray):
+        return dtype.kind in "OSU"
     return dtype in (tf.string, "string")
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
 class BertClassifier(keras.Model):
-    """BERT encoder + dropout + dense head on ``pooled_output``.
+    """BERT encoder + dropout + dense head on ``pooled_output``, with its preprocessor.
 
     Args:
-      encoder: a :class:`bert_tf.BertEncoder` (any Keras layer/model taking the
-        input dict and returning a dict with ``pooled_output`` [B, H] works).
+      encoder: a :class:`bert_tf.BertEncoder` (any Keras layer taking the input
+        dict and returning a dict with ``pooled_output`` [B, H] works).
+      preprocessor: a :class:`bert_tf.BertPreprocessor`; lets the model take raw
+        strings and string pairs, and goes with the model into its config and
+        exports. Optional for a model fed token ids only.
       num_classes: number of classes; 1 for regression.
-      dropout_rate: dropout before the head (Google uses the encoder's
-        ``hidden_dropout_prob``, 0.1). ``None`` takes it from
-        ``encoder.config.hidden_dropout_prob`` when available, else 0.1.
-      initializer_range: stddev of the head's truncated-normal kernel initializer
-        (``None``: ``encoder.config.initializer_range`` or 0.02).
-      preprocessor: optional :class:`bert_tf.BertPreprocessor`; lets the model
-        take raw strings (or a pair of string tensors) as input.
-      labels: optional list of label strings (kept in the config, used by
-        :meth:`text_model` consumers to name classes).
+      labels: class names in logit order (default "0".."C-1"; none for regression).
+      is_pair: the task classifies sentence pairs (exports then read
+        ``text_a``/``text_b`` from tf.Examples).
+      dropout_rate: dropout before the head (``None``: the encoder's
+        ``hidden_dropout_prob``, else 0.1).
+      initializer_range: stddev of the head's truncated-normal kernel
+        initializer (``None``: the encoder's ``initializer_range``, else 0.02).
 
     Call: ``model(inputs, training=False)`` -> float32 logits ``[B, num_classes]``.
+    ``model.outputs_from_logits(logits)`` -> what a user wants: ``probabilities``,
+    ``class_ids``, ``labels`` (regression: ``predictions``).
 
-    Example (tiny random encoder; raw text through a preprocessor)::
+    Example (tiny random encoder; raw text through the preprocessor)::
 
         >>> import os, tempfile
-        >>> import tensorflow as tf
+        >>> import keras, tensorflow as tf
         >>> import bert_tf
         >>> vocab = os.path.join(tempfile.mkdtemp(), "vocab.txt")
         >>> _ = open(vocab, "w").write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film"]))
         >>> enc = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=7, hidden_size=16,
         ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
-        >>> clf = BertClassifier(enc, num_classes=2, labels=["neg", "pos"],
-        ...                      preprocessor=bert_tf.BertPreprocessor(vocab, seq_length=8))
-        >>> tuple(clf(tf.constant(["good film", "bad film"])).shape)
+        >>> clf = bert_tf.BertClassifier(enc, bert_tf.BertPreprocessor(vocab, seq_length=8),
+        ...                              num_classes=2, labels=["neg", "pos"])
+        >>> logits = clf(tf.constant(["good film", "bad film"]))
+        >>> tuple(logits.shape)
         (2, 2)
-        >>> probs = clf.text_model()(tf.constant(["good film"]))["probabilities"]
-        >>> tuple(probs.shape)
-        (1, 2)
-        >>> BertClassifier.from_config(clf.get_config()).labels
+        >>> clf.outputs_from_logits(logits)["labels"].shape
+        TensorShape([2])
+        >>> path = os.path.join(tempfile.mkdtemp(), "clf.keras")
+        >>> clf.save(path); os.remove(vocab)
+        >>> keras.saving.load_model(path).labels
         ['neg', 'pos']
     """
 
-    def __init__(self, encoder, num_classes, dropout_rate=None, initializer_range=None, preprocessor=None,
-                 labels=None, **kwargs):
+    def __init__(self, encoder, preprocessor=None, num_classes=2, labels=None, is_pair=False, dropout_rate=None,
+                 initializer_range=None, **kwargs):
         super().__init__(**kwargs)
         # Raw strings pass through Keras untouched (no float conversion).
         self._convert_input_args = False
@@ -98,34 +109,40 @@ class BertClassifier(keras.Model):
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = regression), got {num_classes}")
-        config = getattr(encoder, "config", None)
+        if preprocessor is not None and not isinstance(preprocessor, BertPreprocessor):
+            raise TypeError(f"preprocessor must be a bert_tf.BertPreprocessor, got {type(preprocessor).__name__}")
+        encoder_config = encoder.config if isinstance(encoder, BertEncoder) else None
         if dropout_rate is None:
-            dropout_rate = getattr(config, "hidden_dropout_prob", 0.1) if config is not None else 0.1
+            dropout_rate = encoder_config.hidden_dropout_prob if encoder_config else 0.1
         if initializer_range is None:
-            initializer_range = getattr(config, "initializer_range", 0.02) if config is not None else 0.02
-        if labels is not None:
+            initializer_range = encoder_config.initializer_range if encoder_config else 0.02
+        if num_classes == 1:
+            labels = None
+        elif labels is None:
+            labels = [str(i) for i in range(num_classes)]
+        else:
             labels = [str(x) for x in labels]
-            if num_classes > 1 and len(labels) != num_classes:
+            if len(labels) != num_classes:
                 raise ValueError(f"{len(labels)} labels {labels} for num_classes={num_classes}")
         self.encoder = encoder
+        self.preprocessor = preprocessor
         self.num_classes = num_classes
+        self.labels = labels
+        self.is_pair = bool(is_pair)
         self.dropout_rate = float(dropout_rate)
         self.initializer_range = float(initializer_range)
-        self.preprocessor = preprocessor
-        self.labels = labels
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.head = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
-            name="logits",
-        )
+            num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
+            name="logits")
 
     @property
     def is_regression(self):
         return self.num_classes == 1
 
+    # ------------------------------------------------------------------ call
     def preprocess(self, inputs):
-        """Raw text -> the input dict (needs a ``preprocessor``); dicts pass through."""
+        """Raw text (or a pair of string tensors) -> the input dict; dicts pass through."""
         if not _is_text(inputs):
             return inputs
         if self.preprocessor is None:
@@ -140,24 +157,55 @@ class BertClassifier(keras.Model):
         missing = [k for k in INPUT_KEYS if k not in inputs]
         if missing:
             raise ValueError(f"BertClassifier inputs lack {missing}; got {sorted(inputs)}")
-        features = {k: inputs[k] for k in INPUT_KEYS}
-        outputs = self.encoder(features, training=training)
-        pooled = outputs["pooled_output"]
-        x = self.dropout(pooled, training=training)
+        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
+        x = self.dropout(outputs["pooled_output"], training=training)
         return keras.ops.cast(self.head(x), "float32")
 
     def build(self, input_shape=None):
-        """Builds the head (the encoder is built on construction, or on its first call)."""
+        """Builds the encoder and the head (a model is usable for restoring weights once built)."""
         if self.built:
             return
-        hidden = getattr(getattr(self.encoder, "config", None), "hidden_size", None)
-        if hidden is None:
-            dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
-            hidden = int(self.encoder(dummy, training=False)["pooled_output"].shape[-1])
+        dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
+        hidden = int(self.encoder(dummy, training=False)["pooled_output"].shape[-1])
         if not self.head.built:
-            self.head.build((None, int(hidden)))
+            self.head.build((None, hidden))
         self.built = True
 
+    # --------------------------------------------------------------- outputs
+    def outputs_from_logits(self, logits):
+        """Logits -> the outputs users and exports see (the one place this mapping lives).
+
+        Classification: ``probabilities`` [B, C] (softmax), ``class_ids`` [B]
+        int64, ``labels`` [B] string; regression: ``predictions`` [B].
+        """
+        logits = tf.cast(logits, tf.float32)
+        if self.is_regression:
+            return {"predictions": logits[:, 0]}
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        class_ids = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_ids": class_ids,
+                "labels": tf.gather(tf.constant(self.labels, tf.string), class_ids)}
+
+    def text_model(self, pair=None, name="bert_text_classifier"):
+        """A functional Keras model: raw string(s) ``[B]`` -> ``{"probabilities", "logits"}``
+        (regression: ``{"scores", "logits"}``).
+
+        ``pair=True`` makes it take two string inputs, ``text_a`` and ``text_b``.
+        """
+        if self.preprocessor is None:
+            raise ValueError("text_model() needs a BertClassifier built with preprocessor=")
+        if pair:
+            inputs = [keras.Input(shape=(), dtype="string", name="text_a"),
+                      keras.Input(shape=(), dtype="string", name="text_b")]
+        else:
+            inputs = keras.Input(shape=(), dtype="string", name="text")
+        logits = self(self.preprocessor(inputs), training=False)
+        key, source = ("scores", "predictions") if self.is_regression else ("probabilities", "probabilities")
+        outputs = {key: keras.layers.Lambda(lambda t: self.outputs_from_logits(t)[source], name=key)(logits),
+                   "logits": keras.layers.Identity(name="logits_out")(logits)}
+        return keras.Model(inputs, outputs, name=name)
+
+    # ------------------------------------------------------- Google's head names
     def head_weights(self):
         """The head under Google's names: ``output_weights`` [C, H] and ``output_bias`` [C] (NumPy)."""
         kernel, bias = self.head.get_weights()
@@ -165,9 +213,7 @@ class BertClassifier(keras.Model):
 
     def load_head_weights(self, weights, source="weights"):
         """Set the head from Google-named ``output_weights`` [C, H] / ``output_bias`` [C]
-        (e.g. ``from_pretrained(...).extra_weights`` of an exported classifier)."""
-        import numpy as np
-
+        (e.g. ``from_pretrained(...).extra_weights`` of a fine-tuned Google checkpoint)."""
         missing = [k for k in ("output_weights", "output_bias") if k not in weights]
         if missing:
             raise KeyError(f"{source}: no classifier head weights {missing}")
@@ -179,69 +225,25 @@ class BertClassifier(keras.Model):
                              f"classifier's head ({kernel.T.shape} / {bias.shape})")
         self.head.set_weights([w.T, b])
 
-    def output_fn(self, logits):
-        """Logits -> probabilities (softmax) or, for regression, the score itself."""
-        if self.is_regression:
-            return logits[:, 0]
-        return keras.ops.softmax(logits, axis=-1)
-
-    def text_model(self, pair=None, name="bert_text_classifier"):
-        """A functional Keras model: raw string(s) ``[B]`` -> ``{"probabilities", "logits"}``
-        (regression: ``{"scores", "logits"}``).
-
-        ``pair=True`` makes it take two string inputs, ``text_a`` and ``text_b``
-        (sentence-pair tasks). Requires a ``preprocessor``.
-        """
-        if self.preprocessor is None:
-            raise ValueError("text_model() needs a BertClassifier built with preprocessor=")
-        if pair:
-            inputs = [keras.Input(shape=(), dtype="string", name="text_a"),
-                      keras.Input(shape=(), dtype="string", name="text_b")]
-            features = self.preprocessor(inputs)
-        else:
-            inputs = keras.Input(shape=(), dtype="string", name="text")
-            features = self.preprocessor(inputs)
-        logits = self(features, training=False)
-        key = "scores" if self.is_regression else "probabilities"
-        outputs = {key: keras.layers.Lambda(self.output_fn, name=key)(logits),
-                   "logits": keras.layers.Identity(name="logits_out")(logits)}
-        return keras.Model(inputs, outputs, name=name)
-
+    # ---------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
         config.update({
             "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "num_classes": self.num_classes,
-            "dropout_rate": self.dropout_rate,
-            "initializer_range": self.initializer_range,
             "preprocessor": (keras.saving.serialize_keras_object(self.preprocessor)
                              if self.preprocessor is not None else None),
+            "num_classes": self.num_classes,
             "labels": self.labels,
+            "is_pair": self.is_pair,
+            "dropout_rate": self.dropout_rate,
+            "initializer_range": self.initializer_range,
         })
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        custom = _custom_objects()
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"], custom_objects=custom)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         if config.get("preprocessor") is not None:
-            config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"],
-                                                                           custom_objects=custom)
+            config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
         return cls(**config)
-
-
-def _custom_objects():
-    """bert_tf's layer classes by name, for configs written by ``serialize_keras_object``."""
-    import importlib
-
-    out = {}
-    for module, names in (("bert_tf.preprocessor", ("BertPreprocessor",)), ("bert_tf.encoder", ("BertEncoder",))):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        for name in names:
-            if hasattr(mod, name):
-                out[name] = getattr(mod, name)
-    return out

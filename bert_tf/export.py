@@ -1,7 +1,8 @@
 """Serving exports: raw text in, predictions out, loadable by TF Serving 2.12+.
 
-`export_classifier(model, export_base)` writes ``<export_base>/<version>/``, a
-SavedModel with the `BertPreprocessor` inside (dynamic padding: each batch is
+`export_classifier(model, export_base)` takes the task model (a
+`bert_tf.BertClassifier` holding its preprocessor, labels and task kind) and
+writes ``<export_base>/<version>/``, a SavedModel with the preprocessor inside (dynamic padding: each batch is
 padded only to its longest row, rounded up to a multiple of 8), built in a
 temporary sibling directory and renamed into place, so a server polling
 `export_base` never sees half a model. Versions increase by default
@@ -23,8 +24,8 @@ session-based loader accepts):
   [B, T, H], ``input_mask`` [B, T] (T = padded length of this batch).
 
 ``assets.extra/tf_serving_warmup_requests`` holds warmup `PredictionLog`
-records for every signature, and ``assets.extra/bert_tf_export.json`` the
-labels, task and preprocessing settings. Before the rename the export is
+records for every signature, and ``assets.extra/bert_tf_export.json`` (the
+export's one metadata record) the labels, task kind and preprocessing settings. Before the rename the export is
 checked with `bert_tf.check_serving_ops` (only ops TF Serving 2.12+ links).
 
 `export_hub_style(preprocessor, encoder, export_dir)` writes the TF Hub-style
@@ -36,7 +37,7 @@ strings; ``tokenize``; ``bert_pack_inputs(segments, seq_length)``) and
 Example:
 
 >>> from bert_tf.export import export_classifier                   # doctest: +SKIP
->>> path = export_classifier(text_clf, "/tmp/models/bert", labels=["neg", "pos"])  # doctest: +SKIP
+>>> path = export_classifier(classifier, "/tmp/models/bert", task="sst2")  # doctest: +SKIP
 >>> path                                                           # doctest: +SKIP
 '/tmp/models/bert/1'
 >>> import tensorflow as tf, tensorflow_text                       # doctest: +SKIP
@@ -55,7 +56,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_tf.preprocessor import BertPreprocessor  # noqa: E402
 from bert_tf.saved_model_ops import check_serving_ops  # noqa: E402
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -169,155 +169,128 @@ def make_example(**features):
 # ------------------------------------------------------------------ classifier export
 
 
-def _serving_preprocessor(preprocessor, pad_to_multiple_of):
-    return BertPreprocessor(preprocessor.vocab_file, lower_case=preprocessor.lower_case,
-                            seq_length=preprocessor.seq_length, dynamic_padding=True,
-                            pad_to_multiple_of=pad_to_multiple_of, name="serving_preprocessor")
+def _classifier_endpoints(model, pre):
+    """The serving functions of a `BertClassifier` (raw text in, `model.outputs_from_logits` out)."""
+    text_spec = tf.TensorSpec([None], tf.string, name="text")
+    feature_names = ("text_a", "text_b") if model.is_pair else ("text",)
+    example_spec = {k: tf.io.FixedLenFeature([], tf.string, default_value="") for k in feature_names}
+
+    def logits_of(features):
+        return tf.cast(model(features, training=False), tf.float32)
+
+    @tf.function(input_signature=[text_spec])
+    def serving_default(text):
+        return model.outputs_from_logits(logits_of(pre(text)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
+                                  tf.TensorSpec([None], tf.string, name="text_b")])
+    def predict_pairs(text_a, text_b):
+        return model.outputs_from_logits(logits_of(pre([text_a, text_b])))
+
+    def from_examples(inputs):
+        feats = tf.io.parse_example(inputs, example_spec)
+        segments = [feats[k] for k in feature_names]
+        return logits_of(pre(segments if model.is_pair else segments[0]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(inputs):
+        outputs = model.outputs_from_logits(from_examples(inputs))
+        label_table = tf.constant(model.labels, tf.string)
+        return {"classes": tf.tile(label_table[tf.newaxis, :], [tf.shape(inputs)[0], 1]),
+                "scores": outputs["probabilities"]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(inputs):
+        return {"outputs": model.outputs_from_logits(from_examples(inputs))["predictions"]}
+
+    @tf.function(input_signature=[text_spec])
+    def encode(text):
+        features = pre(text)
+        out = model.encoder(features, training=False)
+        return {"pooled_output": tf.cast(out["pooled_output"], tf.float32),
+                "sequence_output": tf.cast(out["sequence_output"], tf.float32),
+                "input_mask": features["input_mask"]}
+
+    return [("serving_default", serving_default), ("predict_pairs", predict_pairs),
+            ("regress", regress) if model.is_regression else ("classify", classify), ("encode", encode)]
 
 
-def export_classifier(model, export_base, version=None, labels=None, regression=None, is_pair=None,
-                      preprocessor=None, max_seq_length=None, lower_case=None, vocab_file=None,
-                      pad_to_multiple_of=8, warmup_texts=None, overwrite=False, task=None, **unused):
-    """Exports a `bert_tf.classifier.BertClassifier` for serving; returns the version dir.
+def _classifier_warmup(model, texts):
+    pairs_b = texts[1:] + texts[:1]
+    if model.is_pair:
+        examples = [make_example(text_a=a, text_b=b) for a, b in zip(texts, pairs_b)]
+    else:
+        examples = [make_example(text=t) for t in texts]
+    return [("serving_default", {"text": texts}), ("predict_pairs", {"text_a": texts, "text_b": pairs_b}),
+            ("regress" if model.is_regression else "classify", examples), ("encode", {"text": texts})]
+
+
+def write_metadata(saved_model_dir, metadata):
+    """Writes the export's one metadata record, ``assets.extra/bert_tf_export.json``."""
+    path = os.path.join(saved_model_dir, METADATA_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2)
+    return path
+
+
+def read_metadata(saved_model_dir):
+    """The metadata record of an export (``assets.extra/bert_tf_export.json``)."""
+    with open(os.path.join(saved_model_dir, METADATA_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def export_classifier(model, export_base, version=None, task=None, pad_to_multiple_of=8, warmup_texts=None,
+                      overwrite=False):
+    """Exports a `bert_tf.BertClassifier` for serving; returns the version dir.
+
+    Everything about the task comes from the model itself: its preprocessor
+    (vocabulary, casing, `seq_length`), `labels`, `is_regression` and `is_pair`.
 
     Args:
-      model: a `BertClassifier` (its `encoder`, dropout and head are used; it
-        is always called with `training=False`).
+      model: a `BertClassifier` with a preprocessor (always called with `training=False`).
       export_base: model base dir; the export goes to ``<export_base>/<version>``.
       version: integer version; default: one more than the largest present.
-      labels: class names (default: `model.labels`, else "0".."C-1").
-      regression: default `model.num_classes == 1`.
-      is_pair: the task takes sentence pairs (then ``classify``/``regress``
-        read features ``text_a``/``text_b``, else ``text``).
-      preprocessor: the `BertPreprocessor` to copy settings from (default:
-        `model.preprocessor`); or give `vocab_file` (+ `lower_case`,
-        `max_seq_length`).
-      max_seq_length: longest packed sequence (default: the preprocessor's).
-      pad_to_multiple_of: dynamic padding rounds the batch length up to this.
+      task: task name, recorded in the metadata.
+      pad_to_multiple_of: each request is padded to its longest row, rounded up to this.
       warmup_texts: texts for the warmup requests.
       overwrite: replace an existing version dir (atomically swapped).
-      task: task name, recorded in ``assets.extra/bert_tf_export.json``.
     """
-    del unused  # e.g. num_classes from trainers: implied by the model
-    pre = preprocessor if preprocessor is not None else getattr(model, "preprocessor", None)
-    if pre is None:
-        if vocab_file is None:
-            raise ValueError("export_classifier needs the model's preprocessor, preprocessor= or vocab_file=")
-        pre = BertPreprocessor(vocab_file, lower_case=True if lower_case is None else lower_case,
-                               seq_length=max_seq_length or 128)
-    if max_seq_length is not None and int(max_seq_length) != pre.seq_length:
-        pre = BertPreprocessor(pre.vocab_file, lower_case=pre.lower_case, seq_length=int(max_seq_length))
-    pre = _serving_preprocessor(pre, pad_to_multiple_of)
-
-    num_classes = int(model.num_classes)
-    if regression is None:
-        regression = num_classes == 1
-    if regression and num_classes != 1:
-        raise ValueError(f"regression export needs num_classes == 1, the model has {num_classes}")
-    if labels is None:
-        labels = getattr(model, "labels", None)
-    if not regression:
-        labels = [str(x) for x in (labels if labels else range(num_classes))]
-        if len(labels) != num_classes:
-            raise ValueError(f"{len(labels)} labels {labels} for a model with {num_classes} classes")
-    is_pair = bool(is_pair)
+    if model.preprocessor is None:
+        raise ValueError("export_classifier needs a BertClassifier with its preprocessor "
+                         "(BertClassifier(encoder, preprocessor, ...))")
+    pre = model.preprocessor.with_padding(dynamic_padding=True, pad_to_multiple_of=pad_to_multiple_of,
+                                          name="serving_preprocessor")
     texts = list(warmup_texts or DEFAULT_WARMUP_TEXTS)
-
-    # Build the model's variables before tracing.
-    model(pre(tf.constant(texts[:1])), training=False)
+    model(pre(tf.constant(texts[:1])), training=False)  # variables exist before tracing
+    endpoints = _classifier_endpoints(model, pre)
+    metadata = {
+        "format": "bert_tf text classifier",
+        "task": task,
+        "labels": None if model.is_regression else list(model.labels),
+        "regression": model.is_regression,
+        "is_pair": model.is_pair,
+        "example_features": ["text_a", "text_b"] if model.is_pair else ["text"],
+        "signatures": [name for name, _ in endpoints],
+        "max_seq_length": pre.seq_length,
+        "lower_case": pre.lower_case,
+        "dynamic_padding": True,
+        "pad_to_multiple_of": pad_to_multiple_of,
+    }
 
     def write(tmp):
         # No archive.track(model): ExportArchive saves the variables the
         # endpoints use by itself, and tracking the Keras model as well would
         # store every weight twice (Keras variable + its tf.Variable).
         archive = keras.export.ExportArchive()
-        label_table = tf.constant(labels if not regression else [""], dtype=tf.string)
-        text_spec = tf.TensorSpec([None], tf.string, name="text")
-
-        def heads(logits):
-            if regression:
-                return {"predictions": logits[:, 0]}
-            probs = tf.nn.softmax(logits, axis=-1)
-            class_ids = tf.argmax(probs, axis=-1)
-            return {"probabilities": probs, "class_ids": class_ids, "labels": tf.gather(label_table, class_ids)}
-
-        def logits_of(features):
-            return tf.cast(model(features, training=False), tf.float32)
-
-        @tf.function(input_signature=[text_spec])
-        def serving_default(text):
-            return heads(logits_of(pre(text)))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
-                                      tf.TensorSpec([None], tf.string, name="text_b")])
-        def predict_pairs(text_a, text_b):
-            return heads(logits_of(pre([text_a, text_b])))
-
-        feature_names = ("text_a", "text_b") if is_pair else ("text",)
-        spec = {k: tf.io.FixedLenFeature([], tf.string, default_value="") for k in feature_names}
-
-        def from_examples(inputs):
-            feats = tf.io.parse_example(inputs, spec)
-            segments = [feats[k] for k in feature_names]
-            return logits_of(pre(segments if is_pair else segments[0]))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-        def classify(inputs):
-            probs = tf.nn.softmax(from_examples(inputs), axis=-1)
-            n = tf.shape(inputs)[0]
-            return {"classes": tf.tile(label_table[tf.newaxis, :], [n, 1]), "scores": probs}
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-        def regress(inputs):
-            return {"outputs": from_examples(inputs)[:, 0]}
-
-        @tf.function(input_signature=[text_spec])
-        def encode(text):
-            features = pre(text)
-            out = model.encoder(features, training=False)
-            return {"pooled_output": tf.cast(out["pooled_output"], tf.float32),
-                    "sequence_output": tf.cast(out["sequence_output"], tf.float32),
-                    "input_mask": features["input_mask"]}
-
-        endpoints = [("serving_default", serving_default), ("predict_pairs", predict_pairs),
-                     ("regress", regress) if regression else ("classify", classify), ("encode", encode)]
         for name, fn in endpoints:
             archive.add_endpoint(name, fn)
         archive.write_out(tmp, verbose=False)
-
-        pairs_b = texts[1:] + texts[:1]
-        if is_pair:
-            examples = [make_example(text_a=a, text_b=b) for a, b in zip(texts, pairs_b)]
-        else:
-            examples = [make_example(text=t) for t in texts]
-        write_warmup_requests(tmp, [
-            ("serving_default", {"text": texts}),
-            ("predict_pairs", {"text_a": texts, "text_b": pairs_b}),
-            ("regress" if regression else "classify", examples),
-            ("encode", {"text": texts}),
-        ])
-        meta = {
-            "format": "bert_tf text classifier",
-            "task": task,
-            "labels": None if regression else labels,
-            "regression": bool(regression),
-            "is_pair": is_pair,
-            "example_features": list(feature_names),
-            "signatures": [name for name, _ in endpoints],
-            "max_seq_length": pre.seq_length,
-            "lower_case": pre.lower_case,
-            "dynamic_padding": True,
-            "pad_to_multiple_of": pad_to_multiple_of,
-        }
-        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
+        write_warmup_requests(tmp, _classifier_warmup(model, texts))
+        write_metadata(tmp, metadata)
         check_serving_ops(tmp)
 
     return _atomic_export(export_base, version, write, overwrite=overwrite)
-
-
-# The name trainers/finetune.py looks for first.
-export_text_classifier = export_classifier
 
 
 # ------------------------------------------------------------------ TF Hub-style pair

@@ -73,7 +73,7 @@ def test_text_model_and_preprocessor(minilm, minilm_dir):
     single = clf.text_model()(tf.constant(SENTENCES))["probabilities"]
     assert single.shape == (3, 2)
     with pytest.raises(ValueError, match="no preprocessor"):
-        BertClassifier(minilm.encoder, 2)(tf.constant(["x"]))
+        BertClassifier(minilm.encoder, num_classes=2)(tf.constant(["x"]))
 
 
 def test_regression_head_and_text_model(minilm):

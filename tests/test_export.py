@@ -153,9 +153,9 @@ def test_export_in_dataset_map(exported):
 
 def test_regression_pair_export(minilm_vocab, tmp_path):
     pre = BertPreprocessor(minilm_vocab, seq_length=24)
-    reg = BertClassifier(_tiny_encoder(1), num_classes=1, preprocessor=pre)
+    reg = BertClassifier(_tiny_encoder(1), pre, num_classes=1, is_pair=True)
     base = str(tmp_path / "sts")
-    path = export_lib.export_classifier(reg, base, is_pair=True, version=7)
+    path = export_lib.export_classifier(reg, base, version=7)
     assert path.endswith(os.sep + "7")
     m = tf.saved_model.load(path)
     want = reg(pre([tf.constant(TEXTS), tf.constant(PAIRS_B)]), training=False).numpy()[:, 0]
@@ -171,7 +171,7 @@ def test_regression_pair_export(minilm_vocab, tmp_path):
     assert logs[2].WhichOneof("log_type") == "regress_log"
     assert export_lib.next_version(base) == 8
     with pytest.raises(FileExistsError, match="7"):
-        export_lib.export_classifier(reg, base, is_pair=True, version=7)
+        export_lib.export_classifier(reg, base, version=7)
 
 
 def test_atomic_versioning(tmp_path):

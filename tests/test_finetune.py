@@ -7,14 +7,13 @@
 * The length-bucketed training pipeline: exact batch sizes, one epoch = every example once, each batch
   padded only to its longest sequence.
 
-finetune.run() runs in this process on flags parsed into a private FlagValues (finetune.parse_args), so
-no absl flag clashes with other trainers.
+The program runs as a program (a subprocess, as a user runs it); the pipeline is tested through the library
+(`bert_tf.tasks.SentencePredictionTask`).
 """
 
-import contextlib
-import io
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -22,22 +21,19 @@ import pytest
 
 import bert_tf
 from bert_tf import glue
+from bert_tf.tasks import SentencePredictionTask
 from fixtures import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from trainers import finetune  # noqa: E402
+FINETUNE = os.path.join(ROOT, "trainers", "finetune.py")
 
 
-def _run(args):
-    """finetune.run on ``args``, in this process; returns what it printed."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        finetune.run(finetune.parse_args(args))
-    out = buf.getvalue()
-    print(out)
-    return out
+def _run(args, expect_rc=0):
+    """trainers/finetune.py with ``args`` in a fresh process; returns what it printed."""
+    proc = subprocess.run([sys.executable, FINETUNE] + args, capture_output=True, text=True, timeout=900)
+    print(proc.stdout[-20000:], proc.stderr[-5000:])
+    assert proc.returncode == expect_rc, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def _write(path, rows):
@@ -52,16 +48,19 @@ def _read_tsv(path):
         return [line.rstrip("\n").split("\t") for line in f]
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, minilm_vocab):
+def _tiny_encoder():
     import keras
 
     keras.utils.set_random_seed(0)
     cfg = bert_tf.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64, max_position_embeddings=128)
-    enc = bert_tf.BertEncoder(cfg)
+    return bert_tf.BertEncoder(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, minilm_vocab):
     path = str(tmp_path_factory.mktemp("tiny_bert"))
-    bert_tf.save_pretrained(enc, path, minilm_vocab, lower_case=True)
+    bert_tf.save_pretrained(_tiny_encoder(), path, minilm_vocab, lower_case=True)
     return path
 
 
@@ -118,6 +117,11 @@ def test_sst2_train_eval_predict_resume_export(tiny_bert, glue_dir, tmp_path):
     import tensorflow_text  # noqa: F401  (registers the ops the SavedModel uses)
 
     assert os.listdir(export_dir) == ["1"]
+    # The trained task model, with its preprocessor and labels, is also saved as model.keras.
+    import keras
+
+    task_model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    assert task_model.labels == ["0", "1"] and task_model.preprocessor.seq_length == 64
     served = tf.saved_model.load(os.path.join(export_dir, "1"))
     test = glue.get_task("sst2", glue_dir).get_examples("test")
     labels = served.signatures["serving_default"](text=tf.constant([e.text_a for e in test]))["labels"]
@@ -130,6 +134,13 @@ def test_sst2_train_eval_predict_resume_export(tiny_bert, glue_dir, tmp_path):
     assert "nothing to train" in out
     assert json.load(open(os.path.join(model_dir, "eval_results.json"))) == results
     assert _read_tsv(os.path.join(pred_dir, "SST-2.tsv")) == sub
+    # Served predictions equal the in-memory task model's on raw text (the export is that model).
+    want = task_model.outputs_from_logits(task_model(tf.constant([e.text_a for e in test])))["labels"]
+    assert [x.decode() for x in want.numpy()] == [r[1] for r in sub[1:]]
+    # Another task (pairs, another label set) in the same model_dir is refused with a clear error.
+    out = _run(["--task=stsb", f"--data_dir={glue_dir}", f"--init_checkpoint={tiny_bert}",
+                f"--model_dir={model_dir}", "--do_eval"], expect_rc=1)
+    assert "use a fresh --model_dir" in out
 
 
 def test_mrpc_and_stsb(tiny_bert, glue_dir, tmp_path):
@@ -160,10 +171,11 @@ def test_training_pipeline_buckets_by_length(minilm_vocab, tmp_path):
 
     sentences = datasets.real_sentences(64)
     _write(str(tmp_path / "train.tsv"), [("sentence", "label")] + [(s, i) for i, s in enumerate(sentences)])
-    task = glue.get_task("tsv", str(tmp_path), regression=True)
-    examples = task.get_examples("train")
-    pre = bert_tf.BertPreprocessor(minilm_vocab, seq_length=64, dynamic_padding=True)
-    ds = finetune.train_dataset(examples, task, pre, batch_size=8, seed=1, bucket_window=4, shuffle_batches=False)
+    task = SentencePredictionTask(glue.get_task("tsv", str(tmp_path), regression=True))
+    examples = task.examples("train")
+    pre = bert_tf.BertPreprocessor(minilm_vocab, seq_length=64)
+    model = task.build_model(_tiny_encoder(), pre)
+    ds = task.build_train_dataset(model, examples, batch_size=8, seed=1, bucket_window=4, shuffle_batches=False)
     batches = list(ds.take(16))
     seen = []
     for features, labels in batches:
@@ -184,5 +196,5 @@ def test_training_pipeline_buckets_by_length(minilm_vocab, tmp_path):
     for w in range(0, 16, 4):
         assert widths[w:w + 4] == sorted(widths[w:w + 4])
     # Default: batches shuffled after bucketing; still exact batch sizes.
-    ds = finetune.train_dataset(examples, task, pre, batch_size=8, seed=1, bucket_window=4)
+    ds = task.build_train_dataset(model, examples, batch_size=8, seed=1, bucket_window=4)
     assert all(lab.shape == (8,) for _, lab in ds.take(10))

@@ -1,17 +1,23 @@
-"""Export a fine-tuned BERT classifier for TF Serving (thin CLI over `bert_tf.export`).
+r"""Export a fine-tuned BERT task model for TF Serving (thin program over `bert_tf.export`).
 
-Reads a model directory that `bert_tf.from_pretrained` understands (Google TF1
-checkpoint, Hugging Face, or bert_tf's own `save_pretrained` output) whose extra
-weights hold a classifier head under Google's names (`output_weights` [C, H],
-`output_bias` [C]); `classifier_config.json` next to it (written by
-`trainers/finetune.py`) supplies labels, task type and sequence length unless
-flags override them. Writes `<export_base>/<version>/` atomically.
+From the task model that `trainers/finetune.py` saves (`<model_dir>/model.keras`: encoder, preprocessor
+with its vocabulary, head, labels, task kind — nothing else is read):
 
-    python -m serving.export --model_dir=/tmp/finetuned --export_base=/tmp/models/bert
-    python -m serving.export --model_dir=/tmp/finetuned --export_base=/tmp/models/bert \
+    python trainers/export.py --keras_model=/tmp/run/model.keras --export_base=/tmp/models/bert
+
+From a checkpoint directory that `bert_tf.from_pretrained` reads (Google TF1, Hugging Face or
+`save_pretrained`) whose extra weights hold a classifier head under Google's names (`output_weights` [C, H],
+`output_bias` [C]); the flags say what the checkpoint cannot (a `classifier_config.json` beside it, written
+by earlier bert_tf versions, is still read for labels, task kind and sequence length):
+
+    python trainers/export.py --model_dir=/tmp/finetuned --export_base=/tmp/models/bert \
         --labels=negative,neutral,positive --max_seq_length=128 --version=3
-    # TF Hub-style preprocessing + encoder SavedModels (no head needed):
-    python -m serving.export --model_dir=/path/to/bert --hub_dir=/tmp/hub
+
+TF Hub-style preprocessing + encoder SavedModels (no head needed):
+
+    python trainers/export.py --model_dir=/path/to/bert --hub_dir=/tmp/hub
+
+Writes `<export_base>/<version>/` atomically (a server polling `export_base` never sees half a model).
 """
 
 import json
@@ -20,94 +26,94 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+import keras  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Model dir for bert_tf.from_pretrained (with a classifier head).")
+import bert_tf  # noqa: E402
+from bert_tf import export as export_lib  # noqa: E402
+
+flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
+flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
 flags.DEFINE_string("export_base", None, "Serving base dir; the export goes to <export_base>/<version>.")
 flags.DEFINE_integer("version", None, "Version number (default: largest existing + 1).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version (atomic swap).")
-flags.DEFINE_list("labels", None, "Class labels, in logit order (default: classifier_config.json or 0..C-1).")
-flags.DEFINE_bool("regression", None, "Regression head (1 output). Default: from classifier_config.json / head.")
-flags.DEFINE_bool("is_pair", None, "Sentence-pair task (classify/regress read text_a, text_b).")
-flags.DEFINE_integer("max_seq_length", None, "Longest packed input (default: classifier_config.json or 128).")
-flags.DEFINE_bool("lower_case", None, "Override the vocab casing found in model_dir.")
 flags.DEFINE_string("task", None, "Task name recorded in the export's metadata.")
 flags.DEFINE_integer("pad_to_multiple_of", 8, "Dynamic padding rounds each batch up to this multiple.")
 flags.DEFINE_string("hub_dir", None, "Also write TF Hub-style preprocessing/ and encoder/ SavedModels here.")
+flags.DEFINE_list("labels", None, "--model_dir: class labels in logit order (default classifier_config.json, 0..C-1).")
+flags.DEFINE_bool("regression", None, "--model_dir: regression head (default: classifier_config.json / 1 output).")
+flags.DEFINE_bool("is_pair", None, "--model_dir: sentence-pair task (classify/regress read text_a, text_b).")
+flags.DEFINE_integer("max_seq_length", None, "--model_dir: longest packed input (default classifier_config.json, 128).")
+flags.DEFINE_bool("lower_case", None, "--model_dir: override the vocab casing found there.")
+FLAGS = flags.FLAGS
 
 
-def _pick(flag_value, config, key, default=None):
-    if flag_value is not None:
-        return flag_value
-    return config.get(key, default) if config else default
+def _legacy_classifier_config(model_dir):
+    """`classifier_config.json` of a directory written by earlier bert_tf versions ({} if absent)."""
+    path = os.path.join(model_dir, "classifier_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def run(model_dir, export_base=None, hub_dir=None, version=None, overwrite=False, labels=None, regression=None,
-        is_pair=None, max_seq_length=None, lower_case=None, task=None, pad_to_multiple_of=8):
-    """Does the export; returns `{"export": path or None, "hub": (pre_dir, enc_dir) or None}`."""
-    import tensorflow as tf
+def _pick(flag_value, legacy, key, default=None):
+    return flag_value if flag_value is not None else legacy.get(key, default)
 
-    import bert_tf
-    from bert_tf import export as export_lib
-    from bert_tf.classifier import BertClassifier
-    from bert_tf.preprocessor import BertPreprocessor
 
-    if not export_base and not hub_dir:
-        raise app.UsageError("give --export_base (serving export) and/or --hub_dir (TF Hub-style pair)")
-    pretrained = bert_tf.from_pretrained(model_dir)
-    cfg_path = os.path.join(model_dir, "classifier_config.json")
-    config = {}
-    if os.path.isfile(cfg_path):
-        with open(cfg_path, encoding="utf-8") as f:
-            config = json.load(f)
-    lower = _pick(lower_case, config, "lower_case", pretrained.lower_case)
-    lower = True if lower is None else bool(lower)
-    seq_length = int(_pick(max_seq_length, config, "max_seq_length", 128))
-    pre = BertPreprocessor(pretrained.vocab_file, lower_case=lower, seq_length=seq_length)
-    result = {"export": None, "hub": None}
-
-    if export_base:
-        head = pretrained.extra_weights or {}
-        if "output_weights" not in head or "output_bias" not in head:
-            raise app.UsageError(f"{model_dir!r} has no classifier head (output_weights/output_bias); "
-                                 "export a fine-tuned model, or use --hub_dir for the encoder alone")
-        num_classes = int(head["output_bias"].shape[0])
-        labels = _pick(labels, config, "labels")
-        regression = _pick(regression, config, "regression", num_classes == 1)
-        clf = BertClassifier(pretrained.encoder, num_classes, preprocessor=pre, labels=None if regression else labels)
-        clf(pre(tf.constant(["x"])), training=False)
-        clf.load_head_weights(head, source=model_dir)
-        result["export"] = export_lib.export_classifier(
-            clf, export_base, version=version, labels=labels, regression=regression,
-            is_pair=bool(_pick(is_pair, config, "is_pair", False)), overwrite=overwrite,
-            task=_pick(task, config, "task"), pad_to_multiple_of=pad_to_multiple_of)
-        logging.info("serving export written to %s", result["export"])
-    if hub_dir:
-        result["hub"] = export_lib.export_hub_style(pre, pretrained.encoder, hub_dir)
-        logging.info("TF Hub-style pair written to %s", hub_dir)
-    return result
+def classifier_from_checkpoint(pretrained, model_dir):
+    """A `BertClassifier` from a from_pretrained directory with a Google-named head, flags filling the rest."""
+    head = pretrained.extra_weights or {}
+    if "output_weights" not in head or "output_bias" not in head:
+        raise app.UsageError(f"{model_dir!r} has no classifier head (output_weights/output_bias); export a "
+                             "fine-tuned model, or use --hub_dir for the encoder alone")
+    legacy = _legacy_classifier_config(model_dir)
+    lower = _pick(FLAGS.lower_case, legacy, "lower_case", pretrained.lower_case)
+    preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True if lower is None else bool(lower),
+                                            seq_length=int(_pick(FLAGS.max_seq_length, legacy, "max_seq_length", 128)),
+                                            dynamic_padding=True)
+    num_classes = int(head["output_bias"].shape[0])
+    if bool(_pick(FLAGS.regression, legacy, "regression", num_classes == 1)) != (num_classes == 1):
+        raise app.UsageError(f"--regression does not fit the head's {num_classes} outputs")
+    model = bert_tf.BertClassifier(pretrained.encoder, preprocessor, num_classes=num_classes,
+                                   labels=_pick(FLAGS.labels, legacy, "labels"),
+                                   is_pair=bool(_pick(FLAGS.is_pair, legacy, "is_pair", False)))
+    model.build()
+    model.load_head_weights(head, source=model_dir)
+    return model, legacy.get("task")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir is required")
-    result = run(FLAGS.model_dir, export_base=FLAGS.export_base, hub_dir=FLAGS.hub_dir, version=FLAGS.version,
-                 overwrite=FLAGS.overwrite, labels=FLAGS.labels, regression=FLAGS.regression,
-                 is_pair=FLAGS.is_pair, max_seq_length=FLAGS.max_seq_length, lower_case=FLAGS.lower_case,
-                 task=FLAGS.task, pad_to_multiple_of=FLAGS.pad_to_multiple_of)
-    if result["export"]:
-        print(f"exported serving model to {result['export']}", flush=True)
-    if result["hub"]:
-        print(f"exported TF Hub-style preprocessing to {result['hub'][0]} and encoder to {result['hub'][1]}",
-              flush=True)
+    if (FLAGS.keras_model is None) == (FLAGS.model_dir is None):
+        raise app.UsageError("give exactly one of --keras_model and --model_dir")
+    if not FLAGS.export_base and not FLAGS.hub_dir:
+        raise app.UsageError("give --export_base (serving export) and/or --hub_dir (TF Hub-style pair)")
+    task = FLAGS.task
+    if FLAGS.keras_model:
+        model = keras.saving.load_model(FLAGS.keras_model)
+        encoder, preprocessor = model.encoder, model.preprocessor
+    else:
+        pretrained = bert_tf.from_pretrained(FLAGS.model_dir)
+        encoder = pretrained.encoder
+        lower = _pick(FLAGS.lower_case, {}, "", pretrained.lower_case)
+        preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True if lower is None else lower,
+                                                seq_length=FLAGS.max_seq_length or 128)
+        model = None
+        if FLAGS.export_base:
+            model, legacy_task = classifier_from_checkpoint(pretrained, FLAGS.model_dir)
+            preprocessor, task = model.preprocessor, task or legacy_task
+    if FLAGS.export_base:
+        path = export_lib.export_classifier(model, FLAGS.export_base, version=FLAGS.version, task=task,
+                                            pad_to_multiple_of=FLAGS.pad_to_multiple_of, overwrite=FLAGS.overwrite)
+        print(f"exported serving model to {path}", flush=True)
+    if FLAGS.hub_dir:
+        pre_dir, enc_dir = export_lib.export_hub_style(preprocessor, encoder, FLAGS.hub_dir)
+        print(f"exported TF Hub-style preprocessing to {pre_dir} and encoder to {enc_dir}", flush=True)
 
 
 if __name__ == "__main__":
-    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
     app.run(main)

@@ -1,0 +1,276 @@
+"""Fine-tuning driver: a `bert_tf.tasks.FinetuningTask` + `FinetuneConfig` -> trained, evaluated, exported.
+
+`run(task, config)` is what `trainers/finetune.py` calls after parsing its flags:
+
+1. the pretrained encoder and a preprocessor with its vocabulary and casing
+   (`load_pretrained`), then the task model from `task.build_model` — the one
+   object that is trained, checkpointed, saved as `<model_dir>/model.keras`
+   and exported;
+2. training with `bert_tf.training.Trainer` (resume from the newest
+   `ckpt-<step>`, SIGTERM checkpoint, NaN guard, progress, TensorBoard),
+   evaluating every epoch and keeping the best checkpoint by the task's main
+   metric in `<model_dir>/best/`;
+3. the best weights (else the newest, else the initial ones) evaluated
+   (`eval_results.json`), predicted (`task.write_predictions`) and exported
+   (`task.export`).
+
+`<model_dir>/model_config.json` records the task model's Keras config when a
+run starts; a later run in the same directory must build the same kind of
+model (same labels, pair/single input), and takes the labels from it when
+the data cannot tell them.
+
+Example (see `bert_tf.tasks.SentencePredictionTask` for a task)::
+
+    config = FinetuneConfig(model_dir="/tmp/run", init_checkpoint="/models/bert", do_train=True, do_eval=True)
+    results = run(SentencePredictionTask(glue.get_task("mrpc", "/data/glue")), config)
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from bert_tf import distribute
+from bert_tf.checkpoints import from_pretrained
+from bert_tf.config import BertConfig
+from bert_tf.encoder import BertEncoder
+from bert_tf.optimization import create_optimizer
+from bert_tf.preprocessor import BertPreprocessor
+from bert_tf.training import BestCheckpointExporter, Trainer, latest_checkpoint_step
+
+MODEL_CONFIG_FILE = "model_config.json"
+KERAS_MODEL_FILE = "model.keras"
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Settings of one fine-tuning run (the flags of `trainers/finetune.py`, same names and defaults)."""
+
+    model_dir: str
+    init_checkpoint: str | None = None
+    bert_config_file: str | None = None
+    vocab_file: str | None = None
+    do_lower_case: bool | None = None
+    max_seq_length: int = 128
+    train_batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 2e-5
+    num_train_epochs: float = 3.0
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    strategy: str = "one_device"
+    tpu: str | None = None
+    num_gpus: int | None = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    predict_dir: str | None = None
+    export_dir: str | None = None
+    dynamic_padding: bool = True
+    bucket_window: int = 32
+    steps_per_loop: int = 50
+    keep_checkpoint_max: int = 2
+    max_train_examples: int | None = None
+    seed: int = 12345
+    dropout_rate: float | None = None
+
+
+def _init_dir(path):
+    """`--init_checkpoint` -> a directory for from_pretrained."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path + ".index"):
+        return os.path.dirname(path) or "."
+    raise FileNotFoundError(f"--init_checkpoint={path!r}: neither a directory nor a checkpoint prefix")
+
+
+def load_pretrained(config):
+    """(encoder, preprocessor): pretrained weights (or a config for random init) and the vocabulary + casing
+    of the checkpoint unless `vocab_file` / `do_lower_case` override them."""
+    vocab_file, lower_case = config.vocab_file, config.do_lower_case
+    if config.init_checkpoint:
+        pretrained = from_pretrained(_init_dir(config.init_checkpoint))
+        encoder, bert_config = pretrained.encoder, pretrained.config
+        vocab_file = vocab_file or pretrained.vocab_file
+        lower_case = pretrained.lower_case if lower_case is None else lower_case
+    elif config.bert_config_file:
+        bert_config = BertConfig.from_json_file(config.bert_config_file)
+        encoder = BertEncoder(bert_config)
+    else:
+        raise ValueError("give --init_checkpoint (or --bert_config_file for random initialization)")
+    if not vocab_file:
+        raise ValueError("no vocab: give --vocab_file (the init checkpoint has none)")
+    if config.max_seq_length > bert_config.max_position_embeddings:
+        raise ValueError(f"--max_seq_length={config.max_seq_length} exceeds the model's "
+                         f"max_position_embeddings={bert_config.max_position_embeddings}")
+    preprocessor = BertPreprocessor(vocab_file, lower_case=True if lower_case is None else bool(lower_case),
+                                    seq_length=config.max_seq_length, dynamic_padding=True)
+    return encoder, preprocessor
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _saved_model_config(model_dir):
+    path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def build_task_model(task, config, strategy):
+    """The task model under `strategy`, checked against (and completed from) an earlier run's config."""
+    saved = _saved_model_config(config.model_dir)
+    with strategy.scope():
+        encoder, preprocessor = load_pretrained(config)
+        model = task.build_model(encoder, preprocessor, config.dropout_rate, saved_config=saved)
+    if distribute.is_chief(strategy):
+        _write_json(os.path.join(config.model_dir, MODEL_CONFIG_FILE), model.get_config())
+    return model
+
+
+class _Evaluator:
+    """Evaluation and prediction of one task model; labels of a split are read once."""
+
+    def __init__(self, task, model, config, strategy):
+        self.task, self.model, self.config, self.strategy = task, model, config, strategy
+        self._examples = {}
+
+    def examples(self, split):
+        if split not in self._examples:
+            self._examples[split] = self.task.examples(split)
+        return self._examples[split]
+
+    def predict(self, split):
+        return self.task.predict(self.model, self.examples(split), self.config.eval_batch_size, self.strategy)
+
+    def evaluate(self, splits=None):
+        """Metrics of every evaluation split (prefixed, e.g. MNLI's `mismatched_`)."""
+        results = {}
+        for split, prefix in (splits or self.task.eval_splits).items():
+            if not self.task.has_split(split) or not self.examples(split):
+                continue
+            for name, value in self.task.metrics(self.examples(split), self.predict(split)).items():
+                results[prefix + name] = value
+        return self.task.aggregate_metrics(results)
+
+
+def _train(task, model, config, strategy, evaluator, exporter):
+    examples = task.examples("train")
+    if config.max_train_examples:
+        examples = examples[:config.max_train_examples]
+    if not examples:
+        raise ValueError(f"no training examples for {task.name}")
+    batch = config.train_batch_size
+    steps_per_epoch = max(1, math.ceil(len(examples) / batch))
+    num_train_steps = max(1, int(round(steps_per_epoch * config.num_train_epochs)))
+    warmup = int(num_train_steps * config.warmup_proportion)
+    with strategy.scope():
+        optimizer = create_optimizer(config.optimizer, config.learning_rate, num_train_steps, warmup,
+                                     weight_decay=config.weight_decay)
+    has_dev = any(task.has_split(s) for s in task.eval_splits)
+    trainer = Trainer(
+        model, optimizer, task.compute_loss, strategy=strategy, model_dir=config.model_dir,
+        num_train_steps=num_train_steps, steps_per_loop=min(config.steps_per_loop, steps_per_epoch),
+        save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=config.keep_checkpoint_max,
+        jit_compile=config.jit_compile, global_batch_size=batch,
+        eval_fn=(lambda t: evaluator.evaluate()) if has_dev else None,
+        eval_every_steps=steps_per_epoch if has_dev else None, best_exporter=exporter if has_dev else None)
+    print(f"{task.name}: {len(examples)} training examples, {steps_per_epoch} steps/epoch, "
+          f"{num_train_steps} steps, warmup {warmup}, batch {batch}", flush=True)
+
+    def dataset_fn(ctx):
+        return task.build_train_dataset(model, examples, ctx.get_per_replica_batch_size(batch), seed=config.seed,
+                                        bucket_window=config.bucket_window,
+                                        dynamic_padding=config.dynamic_padding, input_context=ctx)
+
+    result = trainer.train(train_dataset_fn=dataset_fn)
+    print(f"trained to step {result.global_step} (loss {result.loss})", flush=True)
+
+
+def _load_final_weights(model, model_dir, exporter, trained):
+    """The best checkpoint, else (without training in this run) the newest; returns its step or None."""
+    if exporter.best_checkpoint:
+        path = exporter.restore(model)
+        print(f"loaded best checkpoint {path} ({exporter.metric_name}={exporter.best_value:.4f} at step "
+              f"{exporter.best_step})", flush=True)
+        return exporter.best_step
+    step = latest_checkpoint_step(model_dir)
+    if not trained and step is not None:
+        path = tf.train.latest_checkpoint(model_dir)
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        print(f"loaded checkpoint {path}", flush=True)
+    elif not trained:
+        logging.warning("no fine-tuned checkpoint in %s: evaluating/predicting with the initial weights", model_dir)
+    return step
+
+
+def _write_eval_results(task, evaluator, config, step, is_chief):
+    results = {k: float(v) for k, v in evaluator.evaluate(task.final_eval_splits).items()}
+    if step is not None:
+        results["global_step"] = int(step)
+    if is_chief:
+        _write_json(os.path.join(config.model_dir, "eval_results.json"), results)
+    print("eval results: " + json.dumps(results, sort_keys=True), flush=True)
+    return results
+
+
+def _write_predictions(task, evaluator, config, is_chief):
+    out_dir = config.predict_dir or os.path.join(config.model_dir, "submission")
+    os.makedirs(out_dir, exist_ok=True)
+    for split in task.test_splits:
+        if not task.has_split(split):
+            logging.warning("no %s file for %s; skipping its predictions", split, task.name)
+            continue
+        examples = evaluator.examples(split)
+        if examples and is_chief:
+            path = task.write_predictions(split, examples, evaluator.predict(split), out_dir)
+            print(f"wrote {len(examples)} predictions to {path}", flush=True)
+
+
+def save_keras_model(model, model_dir):
+    """Writes the task model (weights, preprocessor with its vocabulary, labels) as `<model_dir>/model.keras`,
+    atomically."""
+    path = os.path.join(model_dir, KERAS_MODEL_FILE)
+    tmp = os.path.join(model_dir, ".tmp-" + KERAS_MODEL_FILE)
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def run(task, config):
+    """Trains / evaluates / predicts / exports `task` as `config` says; returns the eval results (or {})."""
+    if not (config.do_train or config.do_eval or config.do_predict):
+        raise ValueError("give at least one of do_train, do_eval, do_predict")
+    os.makedirs(config.model_dir, exist_ok=True)
+    distribute.configure_mixed_precision(config.mixed_precision)
+    strategy = distribute.get_strategy(config.strategy, num_gpus=config.num_gpus, tpu=config.tpu)
+    keras.utils.set_random_seed(config.seed)
+    model = build_task_model(task, config, strategy)
+    evaluator = _Evaluator(task, model, config, strategy)
+    exporter = BestCheckpointExporter(os.path.join(config.model_dir, "best"), task.main_metric,
+                                      higher_is_better=task.higher_is_better)
+    if config.do_train:
+        _train(task, model, config, strategy, evaluator, exporter)
+    step = _load_final_weights(model, config.model_dir, exporter, trained=config.do_train)
+    is_chief = distribute.is_chief(strategy)
+    results = _write_eval_results(task, evaluator, config, step, is_chief) if config.do_eval else {}
+    if config.do_predict:
+        _write_predictions(task, evaluator, config, is_chief)
+    if is_chief and (config.do_train or config.export_dir):
+        print(f"saved the task model to {save_keras_model(model, config.model_dir)}", flush=True)
+    if config.export_dir and is_chief:
+        print(f"exported to {task.export(model, config.export_dir)}", flush=True)
+    return results

@@ -1,0 +1,7 @@
+"""Fine-tuning tasks: each supplies its model, data, loss, metrics, predictions and export to
+`bert_tf.finetuning.run`. `SentencePredictionTask` covers classification and regression."""
+
+from bert_tf.tasks.base import FinetuningTask
+from bert_tf.tasks.sentence_prediction import SentencePredictionTask
+
+__all__ = ["FinetuningTask", "SentencePredictionTask"]

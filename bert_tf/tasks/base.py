@@ -1,0 +1,123 @@
+"""`FinetuningTask`: what a fine-tuning task supplies to the shared driver (`bert_tf.finetuning.run`).
+
+A task is a handful of small methods, in the Model Garden's shape:
+
+* `build_model(encoder, preprocessor, dropout_rate)` -> the task model (it holds
+  the preprocessor; the same object is trained, checkpointed and exported);
+* `build_train_dataset(model, examples, ...)` / `build_eval_dataset(model, examples, ...)`
+  -> tf.data batches made with the model's own preprocessor;
+* `compute_loss(model, batch, training)` -> (mean loss, metrics) for the Trainer;
+* `predict(model, examples, ...)` -> per-example outputs in example order;
+* `metrics(examples, outputs)` -> the official metrics of the task (`aggregate_metrics` over splits);
+* `write_predictions(split, examples, outputs, out_dir)` and `export(model, export_dir)`.
+
+Data access (`examples(split)`, `eval_splits`, `test_splits`, `main_metric`) comes
+from the task's reader. New tasks (span question answering, token tagging) are
+new subclasses beside `SentencePredictionTask`, not branches in a program.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from bert_tf.packer import INPUT_KEYS
+from bert_tf.training import predict as distributed_predict
+
+
+class FinetuningTask:
+    """Base class of fine-tuning tasks; subclasses fill in the model, data, loss and metrics."""
+
+    name = "task"
+    main_metric = "accuracy"
+    higher_is_better = True
+
+    # ------------------------------------------------------------ data
+    @property
+    def eval_splits(self):
+        """{split: metric-name prefix} evaluated after every epoch and by --do_eval."""
+        return {"dev": ""}
+
+    @property
+    def test_splits(self):
+        """{split: predictions file name} written by --do_predict."""
+        return {"test": "predictions.tsv"}
+
+    @property
+    def final_eval_splits(self):
+        """{split: prefix} scored by --do_eval at the end (default: `eval_splits`)."""
+        return self.eval_splits
+
+    def has_split(self, split):
+        raise NotImplementedError
+
+    def examples(self, split):
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- model
+    def build_model(self, encoder, preprocessor, dropout_rate=None, saved_config=None):
+        """The built task model. `saved_config` is the `get_config()` of the model an earlier run in the
+        same model_dir built: the new one must match it (raise otherwise) and may take settings from it
+        that the data cannot tell (e.g. the label set)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- steps
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+                            input_context=None):
+        raise NotImplementedError
+
+    def build_eval_dataset(self, model, examples, batch_size):
+        raise NotImplementedError
+
+    def compute_loss(self, model, batch, training):
+        raise NotImplementedError
+
+    def predict(self, model, examples, batch_size, strategy=None):
+        raise NotImplementedError
+
+    def metrics(self, examples, outputs):
+        raise NotImplementedError
+
+    def aggregate_metrics(self, results):
+        """Metrics of all splits together -> the reported dict (a hook for derived figures)."""
+        return results
+
+    def write_predictions(self, split, examples, outputs, out_dir):
+        raise NotImplementedError
+
+    def export(self, model, export_dir):
+        raise NotImplementedError
+
+
+def token_id_predictor(model, strategy=None):
+    """`predictor(dataset) -> {"logits", "labels", "index"}` NumPy arrays for a model fed token ids.
+
+    The dataset yields `(features, labels, index)`. On one replica this is one
+    `tf.function` traced once for any batch size and length (`[None, None]`
+    signature); on several replicas it goes through `bert_tf.training.predict`.
+    """
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        def step(model_, batch):
+            features, labels, index = batch
+            return {"logits": model_(features, training=False), "labels": labels, "index": index}
+
+        return lambda ds: distributed_predict(strategy, model, ds, step)
+    spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}
+    forward = tf.function(lambda features: model(features, training=False), input_signature=[spec])
+
+    def predictor(ds):
+        out = {"logits": [], "labels": [], "index": []}
+        for features, labels, index in ds:
+            out["logits"].append(forward({k: features[k] for k in INPUT_KEYS}).numpy())
+            out["labels"].append(labels.numpy())
+            out["index"].append(index.numpy())
+        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
+
+    return predictor
+
+
+def in_example_order(outputs, n):
+    """Prediction outputs carrying `index` -> the same arrays in example order (checks none is lost)."""
+    index = np.asarray(outputs["index"])
+    if sorted(index.tolist()) != list(range(n)):
+        raise RuntimeError(f"prediction lost or duplicated examples: {len(index)} outputs for {n} examples")
+    inverse = np.argsort(index)
+    return {k: np.asarray(v)[inverse] for k, v in outputs.items() if k != "index"}
