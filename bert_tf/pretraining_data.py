@@ -190,8 +190,14 @@ def _choose_and_mask(ids, cand, masked_lm_prob, max_predictions_per_seq, vocab, 
             if len(positions) + len(group) > num_to_predict:
                 continue
             positions.extend(group)
-    else:
-        positions = rng.sample(cand, min(num_to_predict, len(cand)))
+    else:  # the first k of a uniform random permutation (partial Fisher-Yates)
+        rand = rng.random
+        m = len(cand)
+        k = min(num_to_predict, m)
+        for i in range(k):
+            j = i + int(rand() * (m - i))
+            cand[i], cand[j] = cand[j], cand[i]
+        positions = cand[:k]
     out = list(ids)
     rand = rng.random
     mask_id, size = vocab.mask_id, vocab.size
@@ -212,7 +218,7 @@ def create_masked_lm_predictions(ids, masked_lm_prob, max_predictions_per_seq, v
     Returns `(output_ids, masked_positions (sorted), masked_label_ids)`.
     """
     cls_id, sep_id = vocab.cls_id, vocab.sep_id
-    cand = [i for i, t in enumerate(ids) if t != cls_id and t != sep_id]
+    cand = [i for i, t in enumerate(ids) if t != cls_id and t != sep_id]  # reordered in place
     return _choose_and_mask(ids, cand, masked_lm_prob, max_predictions_per_seq, vocab, rng,
                             do_whole_word_mask)
 
