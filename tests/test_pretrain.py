@@ -152,3 +152,25 @@ def test_sigterm_checkpoints_and_exits_0(work, minilm_vocab, tmp_path):
     assert "preempted (SIGTERM)" in out
     step = int(out.split("preempted (SIGTERM): saved checkpoint")[1].split("at global step")[1].split()[0])
     assert _steps(model_dir) == [step] and step >= 4
+
+
+def test_google_records_need_no_vocabulary(work, tmp_path):
+    """From scratch on Google-format records without --vocab_file (as Google's run_pretraining.py):
+    dynamic masking takes the vocabulary size from the config and the special ids from flags,
+    and the export writes the weights and says that the vocabulary must be added."""
+    model_dir = str(tmp_path / "run")
+    cmd = [c for c in _cmd(model_dir, "--dynamic_masking", steps=4, work=work, vocab=None)
+           if not c.startswith("--vocab_file")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode != 0
+    assert "--mask_token_id" in r.stderr + r.stdout and "--vocab_file" in r.stderr + r.stdout
+    r = subprocess.run(cmd + ["--mask_token_id=103", "--cls_token_id=101", "--sep_token_id=102"],
+                       capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "step 4/4" in r.stdout
+    assert "vocab_size=30522 from the model config" in r.stdout
+    assert "add the vocab.txt" in r.stdout
+    tf1 = os.path.join(model_dir, "export_tf1")
+    assert sorted(os.listdir(tf1))[:1] == ["bert_config.json"] and not os.path.exists(os.path.join(tf1, "vocab.txt"))
+    names = dict(tf.train.list_variables(os.path.join(tf1, "bert_model.ckpt")))
+    assert "bert/embeddings/word_embeddings" in names and "cls/predictions/output_bias" in names

@@ -17,6 +17,15 @@ heads are written to `<model_dir>/export` (`save_pretrained`) and
 `<model_dir>/export_tf1/bert_model.ckpt` (Google TF1 names, with
 `bert_config.json` and `vocab.txt`).
 
+Like Google's run_pretraining.py, training on Google-format records needs no
+vocabulary: the records hold ids and masks. `--vocab_file` (or the init
+checkpoint's) is needed only where it is used: `--input_format=text`
+(tokenizing), `--do_whole_word_mask` (## pieces), and `--dynamic_masking`
+unless `--mask_token_id`, `--cls_token_id` and `--sep_token_id` are given (the
+vocabulary size then comes from the model config). Without a vocabulary the
+final export writes the weights and config (`export_tf1`) and says that
+`vocab.txt` must be added to serve text.
+
 `--dynamic_masking` draws fresh masks every batch: from Google-format records
 (their masks are undone first) or, with `--input_format=text`, straight from raw
 text (one sentence per line, blank line between documents).
@@ -60,7 +69,16 @@ flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint cadence in step
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
 flags.DEFINE_bool("dynamic_masking", False, "Mask on the fly (new masks every epoch).")
 # Beyond the issue's list: needed for dynamic masking, raw text and the export.
-flags.DEFINE_string("vocab_file", None, "vocab.txt (default: the init checkpoint's).")
+flags.DEFINE_string("vocab_file", None,
+                    "vocab.txt (default: the init checkpoint's). Not needed for Google-format records; "
+                    "needed for --input_format=text, --do_whole_word_mask, and --dynamic_masking unless the "
+                    "--*_token_id flags are given.")
+flags.DEFINE_integer("mask_token_id", None,
+                     "[MASK] id for --dynamic_masking without a vocabulary (Google's English BERT vocabularies: 103).")
+flags.DEFINE_integer("cls_token_id", None,
+                     "[CLS] id for --dynamic_masking without a vocabulary (Google's English BERT vocabularies: 101).")
+flags.DEFINE_integer("sep_token_id", None,
+                     "[SEP] id for --dynamic_masking without a vocabulary (Google's English BERT vocabularies: 102).")
 flags.DEFINE_bool("do_lower_case", True, "Uncased vocabulary (raw text input; export metadata).")
 flags.DEFINE_enum("input_format", "tfrecord", ["tfrecord", "text"], "Input file format.")
 flags.DEFINE_float("masked_lm_prob", 0.15, "Dynamic masking probability.")
@@ -111,16 +129,47 @@ def build_model(strategy):
         optimizer = create_optimizer(FLAGS.optimizer, FLAGS.learning_rate, FLAGS.num_train_steps,
                                      FLAGS.num_warmup_steps, weight_decay=FLAGS.weight_decay,
                                      bias_correction=FLAGS.adam_bias_correction)
-    if not vocab_file:
-        raise ValueError("give --vocab_file (the init checkpoint has none)")
     return model, optimizer, config, vocab_file, lower_case
 
 
+def build_masker(config, vocab_file):
+    """The dynamic masker: from the vocabulary when there is one, else from the
+    config's vocab_size and the --*_token_id flags (and says which)."""
+    from bert_tf.masking import DynamicMasker
+
+    common = dict(masked_lm_prob=FLAGS.masked_lm_prob, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+                  do_whole_word_mask=FLAGS.do_whole_word_mask, seed=FLAGS.seed)
+    if vocab_file:
+        logging.info("dynamic masking: [MASK]/[CLS]/[SEP] ids and vocabulary size from %s", vocab_file)
+        return DynamicMasker.from_vocab_file(vocab_file, **common)
+    if FLAGS.do_whole_word_mask:
+        raise app.UsageError("--dynamic_masking --do_whole_word_mask needs --vocab_file (## pieces)")
+    missing = [f"--{n}" for n in ("mask_token_id", "cls_token_id", "sep_token_id") if getattr(FLAGS, n) is None]
+    if missing:
+        raise app.UsageError(
+            "--dynamic_masking needs the [MASK] id and the vocabulary size: give --vocab_file, or "
+            f"{', '.join(missing)} (Google's English BERT vocabularies: --mask_token_id=103 --cls_token_id=101 "
+            "--sep_token_id=102; the vocabulary size comes from the model config)")
+    print(f"dynamic masking without a vocabulary: vocab_size={config.vocab_size} from the model config, "
+          f"[MASK]={FLAGS.mask_token_id} [CLS]={FLAGS.cls_token_id} [SEP]={FLAGS.sep_token_id} from the flags",
+          flush=True)
+    return DynamicMasker(config.vocab_size, FLAGS.mask_token_id, FLAGS.cls_token_id, FLAGS.sep_token_id, **common)
+
+
 def export(model, config, vocab_file, lower_case, model_dir):
-    """save_pretrained + Google TF1 checkpoint of the encoder and heads."""
+    """save_pretrained + Google TF1 checkpoint of the encoder and heads. Without
+    a vocabulary: the TF1 checkpoint and config only (weights), and a note."""
     import bert_tf
 
     heads = model.head_weights()
+    if not vocab_file:
+        tf1 = os.path.join(model_dir, "export_tf1")
+        bert_tf.save_tf1_checkpoint(model.encoder, os.path.join(tf1, "bert_model.ckpt"), extra_weights=heads,
+                                    write_config=True, vocab_file=None)
+        print(f"no vocabulary (none given, none in the records): wrote the weights and bert_config.json to {tf1}; "
+              f"add the vocab.txt the records were made with to that directory to serve text or to load it "
+              f"with from_pretrained", flush=True)
+        return None, tf1
     out = os.path.join(model_dir, "export")
     bert_tf.save_pretrained(model.encoder, out, vocab_file, lower_case=lower_case, extra_weights=heads)
     tf1 = os.path.join(model_dir, "export_tf1")
@@ -134,7 +183,6 @@ def main(argv):
     import keras
 
     from bert_tf import distribute
-    from bert_tf.masking import DynamicMasker
     from bert_tf.pretraining import compute_loss, pretraining_dataset
     from bert_tf.training import Trainer
 
@@ -147,12 +195,9 @@ def main(argv):
     strategy = distribute.get_strategy(FLAGS.strategy, num_gpus=FLAGS.num_gpus, tpu=FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
     model, optimizer, config, vocab_file, lower_case = build_model(strategy)
-    masker = None
-    if FLAGS.dynamic_masking:
-        masker = DynamicMasker.from_vocab_file(
-            vocab_file, masked_lm_prob=FLAGS.masked_lm_prob,
-            max_predictions_per_seq=FLAGS.max_predictions_per_seq,
-            do_whole_word_mask=FLAGS.do_whole_word_mask, seed=FLAGS.seed)
+    if FLAGS.input_format == "text" and not vocab_file:
+        raise app.UsageError("--input_format=text needs --vocab_file (raw text is tokenized)")
+    masker = build_masker(config, vocab_file) if FLAGS.dynamic_masking else None
     global_batch = FLAGS.train_batch_size
     raw_text = FLAGS.input_format == "text"
 
@@ -175,8 +220,8 @@ def main(argv):
     result = trainer.train(train_dataset_fn=dataset_fn)
     if distribute.is_chief(strategy):
         out, tf1 = export(model, config, vocab_file, lower_case, FLAGS.model_dir)
-        print(f"final step {result.global_step} loss {result.loss:.4f} | exported {out} and {tf1}",
-              flush=True)
+        exported = f"{out} and {tf1}" if out else tf1
+        print(f"final step {result.global_step} loss {result.loss:.4f} | exported {exported}", flush=True)
 
 
 if __name__ == "__main__":
