@@ -51,7 +51,7 @@ def show_preprocessing_and_similarity(model_dir):
 
     banner("In-graph tokenization with the real MiniLM vocab")
     pre = bert_tf.BertPreprocessor(os.path.join(model_dir, "vocab.txt"), lower_case=True, seq_length=24)
-    vocab = bert_tf.load_vocab(pre.vocab_file)
+    vocab = pre.vocabulary
     sentences = [
         "The quick brown fox jumps over the lazy dog.",
         "Unaffordable housing costs rose 12.5% in São Paulo last year!",
@@ -120,6 +120,7 @@ def main():
     with open(os.path.join(ckpt_dir, "eval_results.json")) as f:
         print("dev metrics:", json.load(f))
     versions = sorted(int(v) for v in os.listdir(export_base) if v.isdigit())
+    print(f"task model (encoder + preprocessor + head + labels): {os.path.join(ckpt_dir, 'model.keras')}")
     print(f"export: {export_base}/{versions[-1]}")
 
     banner("Serve it (serving/server.py, TF Serving gRPC + REST protocol)")

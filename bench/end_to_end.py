@@ -88,8 +88,7 @@ def inference(args):
 
     # ours: the exported SavedModel, as TF Serving would run it
     pretrained = bert_tf.from_pretrained(model_dir)
-    clf = BertClassifier(pretrained.encoder, num_classes=3, preprocessor=pre,
-                         labels=["negative", "neutral", "positive"])
+    clf = BertClassifier(pretrained.encoder, pre, num_classes=3, labels=["negative", "neutral", "positive"])
     clf(pre(tf.constant(texts[:2])))
     export_dir = export_classifier(clf, os.path.join(tempfile.mkdtemp(), "bert"), task="bench")
     serving_fn = tf.saved_model.load(export_dir).signatures["serving_default"]
@@ -112,7 +111,7 @@ def inference(args):
         # the same classifier (same head weights) built under mixed_bfloat16, exported the same way
         distribute.configure_mixed_precision("mixed_bfloat16")
         try:
-            clf16 = BertClassifier(bert_tf.from_pretrained(model_dir).encoder, num_classes=3, preprocessor=pre,
+            clf16 = BertClassifier(bert_tf.from_pretrained(model_dir).encoder, pre, num_classes=3,
                                    labels=["negative", "neutral", "positive"])
             clf16(pre(tf.constant(texts[:2])))
             clf16.head.set_weights(clf.head.get_weights())
@@ -153,14 +152,14 @@ def finetune_epoch(args):
     from bert_tf import glue
     from fixtures import datasets
     from bert_tf.optimization import create_optimizer
+    from bert_tf.tasks import SentencePredictionTask
     from bert_tf.training import Trainer
-    from trainers import finetune
 
     bs, n, w = args.batch, args.finetune_examples, args.warmup_steps
     data_dir = datasets.tweets_task_dir(tempfile.mkdtemp(prefix="bench_e2e_"), train_size=n, dev_size=500,
                                         test_size=10)
-    task = glue.get_task("tsv", data_dir)
-    examples, dev = task.get_examples("train"), task.get_examples("dev")
+    task = SentencePredictionTask(glue.get_task("tsv", data_dir))
+    examples, dev = task.examples("train"), task.examples("dev")
     texts = [e.text_a for e in examples]
     labels = np.array([task.labels.index(e.label) for e in examples], np.int32)
     steps = n // bs
@@ -175,14 +174,14 @@ def finetune_epoch(args):
     # ours: finetune.py's pipeline (bucketing + dynamic padding) and the shared Trainer
     keras.utils.set_random_seed(0)
     pretrained = bert_tf.from_pretrained(model_dir)
-    model = finetune.build_classifier(pretrained.encoder, 3, args.seq_length)
+    model = task.build_model(pretrained.encoder, pre)
     marks = []
-    trainer = Trainer(model, create_optimizer("adamw", 1e-4, w + steps, steps // 10), finetune.make_compute_loss(False),
+    trainer = Trainer(model, create_optimizer("adamw", 1e-4, w + steps, steps // 10), task.compute_loss,
                       model_dir=tempfile.mkdtemp(prefix="bench_e2e_run_"), num_train_steps=w,
                       steps_per_loop=w, save_checkpoints_steps=None, global_batch_size=bs,
                       checkpoint_dataset_iterator=False, print_fn=lambda s: None,
                       loop_end_fn=lambda *a: marks.append(time.perf_counter()))
-    dataset = finetune.train_dataset(examples, task, pre, bs, seed=0)
+    dataset = task.build_train_dataset(model, examples, bs, seed=0)
     trainer.train(dataset)  # warm-up (tracing)
     trainer.steps_per_loop = steps
     trainer.num_train_steps = w + steps
@@ -192,7 +191,7 @@ def finetune_epoch(args):
     correct = 0
     for i in range(0, len(dev), 100):
         chunk = dev[i:i + 100]
-        pred = model(pre(tf.constant([e.text_a for e in chunk]))).numpy().argmax(-1)
+        pred = model(tf.constant([e.text_a for e in chunk])).numpy().argmax(-1)
         correct += sum(task.labels[p] == e.label for p, e in zip(pred, chunk))
     print(f"  bert_tf (bucketed, dynamic padding)  {ours:8.1f} examples/s   dev accuracy after the epoch "
           f"{correct / len(dev):.3f} (majority {datasets.majority_baseline([e.label for e in dev]):.3f})", flush=True)

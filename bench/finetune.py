@@ -51,23 +51,23 @@ class Ours:
         import bert_tf
         from fixtures import datasets
         from bert_tf.optimization import create_optimizer
+        from bert_tf.tasks import SentencePredictionTask
         from bert_tf.training import Trainer
-        from trainers import finetune
 
         keras.utils.set_random_seed(0)
-        pre = bert_tf.from_pretrained(datasets.minilm_dir())
-        self.model = finetune.build_classifier(pre.encoder, task.num_classes, FLAGS.seq_length)
-        self.preprocessor = bert_tf.BertPreprocessor(pre.vocab_file, lower_case=True, seq_length=FLAGS.seq_length,
-                                                     dynamic_padding=dynamic_padding)
+        pretrained = bert_tf.from_pretrained(datasets.minilm_dir())
+        task = SentencePredictionTask(task)
+        preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True, seq_length=FLAGS.seq_length)
+        self.model = task.build_model(pretrained.encoder, preprocessor)
         total = (2 * FLAGS.warmup_steps + FLAGS.steps) * (FLAGS.rounds + 1)
         optimizer = create_optimizer("adamw", 2e-5, total, 0)
-        self.trainer = Trainer(self.model, optimizer, finetune.make_compute_loss(False), model_dir=model_dir,
+        self.trainer = Trainer(self.model, optimizer, task.compute_loss, model_dir=model_dir,
                                num_train_steps=total, steps_per_loop=FLAGS.steps, save_checkpoints_steps=None,
                                global_batch_size=FLAGS.batch_size, jit_compile=jit_compile,
                                checkpoint_dataset_iterator=False, print_fn=lambda s: None,
                                loop_end_fn=self._loop_end)
-        self.dataset = finetune.train_dataset(examples, task, self.preprocessor, FLAGS.batch_size, seed=0,
-                                              dynamic_padding=dynamic_padding)
+        self.dataset = task.build_train_dataset(self.model, examples, FLAGS.batch_size, seed=0,
+                                                dynamic_padding=dynamic_padding)
         self._marks = []
 
     def _loop_end(self, trainer, step, logs):

@@ -232,27 +232,36 @@ def test_hub_style_pair(classifier, tmp_path):
     assert "encoder_outputs_1" in res
 
 
-def test_cli_exports_a_saved_pretrained_classifier(classifier, tmp_path):
-    """serving/export.py over a save_pretrained dir with a Google-named head + classifier_config.json."""
-    from trainers import export as cli
+def _export_program(*args):
+    import subprocess
+    import sys
 
+    program = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers", "export.py")
+    return subprocess.run([sys.executable, program] + list(args), capture_output=True, text=True, timeout=600)
+
+
+def test_program_exports_a_checkpoint_dir_with_a_google_head(classifier, minilm_vocab, tmp_path):
+    """trainers/export.py over a save_pretrained dir with a Google-named head; an older bert_tf run's
+    classifier_config.json beside it is still read (labels, sequence length, task)."""
     model_dir = str(tmp_path / "finetuned")
-    bert_tf.save_pretrained(classifier.encoder, model_dir, classifier.preprocessor.vocab_file,
-                            lower_case=True, extra_weights=classifier.head_weights())
+    bert_tf.save_pretrained(classifier.encoder, model_dir, minilm_vocab, lower_case=True,
+                            extra_weights=classifier.head_weights())
     with open(os.path.join(model_dir, "classifier_config.json"), "w") as f:
         json.dump({"task": "tweets", "labels": LABELS, "regression": False, "num_classes": 3,
                    "is_pair": False, "max_seq_length": 32, "lower_case": True}, f)
     base = str(tmp_path / "served")
-    result = cli.run(model_dir, export_base=base)
-    assert result["export"] == os.path.join(base, "1")
-    m = tf.saved_model.load(result["export"])
+    proc = _export_program(f"--model_dir={model_dir}", f"--export_base={base}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"exported serving model to {os.path.join(base, '1')}" in proc.stdout
+    m = tf.saved_model.load(os.path.join(base, "1"))
     want = tf.nn.softmax(classifier(classifier.preprocessor(tf.constant(TEXTS)), training=False)).numpy()
     out = m.serving_default(tf.constant(TEXTS))
     np.testing.assert_allclose(out["probabilities"], want, atol=1e-5)
     assert [x.decode() for x in out["labels"].numpy()] == [LABELS[i] for i in want.argmax(-1)]
-    with pytest.raises(Exception, match="no classifier head"):
-        bert_tf.save_pretrained(classifier.encoder, str(tmp_path / "bare"), classifier.preprocessor.vocab_file)
-        cli.run(str(tmp_path / "bare"), export_base=base)
+    assert export_lib.read_metadata(os.path.join(base, "1"))["task"] == "tweets"
+    bert_tf.save_pretrained(classifier.encoder, str(tmp_path / "bare"), minilm_vocab)
+    proc = _export_program(f"--model_dir={tmp_path / 'bare'}", f"--export_base={base}")
+    assert proc.returncode != 0 and "no classifier head" in proc.stderr
 
 
 _TF212_SCRIPT = r"""

@@ -12,7 +12,6 @@ bench/finetune.py, never here.)
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -20,14 +19,16 @@ import tensorflow as tf
 
 import bert_tf
 from bert_tf import glue
+from bert_tf.tasks import SentencePredictionTask
 from fixtures import datasets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from trainers import finetune  # noqa: E402
-
 SEQ = 128
+
+
+def _classifier(encoder, num_classes=3):
+    model = bert_tf.BertClassifier(encoder, num_classes=num_classes)
+    model.build()
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def minilm_classifier(minilm_dir):
 
     keras.utils.set_random_seed(0)
     pre = bert_tf.from_pretrained(minilm_dir)
-    return finetune.build_classifier(pre.encoder, 3, SEQ), pre.vocab_file
+    return _classifier(pre.encoder), pre.vocab_file
 
 
 def test_dynamic_padding_gives_the_fixed_length_logits(minilm_classifier, sentences):
@@ -63,7 +64,7 @@ def test_export_pads_each_request_to_its_longest(minilm_classifier, sentences, t
 
     model, vocab = minilm_classifier
     pre = bert_tf.BertPreprocessor(vocab, seq_length=SEQ)
-    clf = BertClassifier(model.encoder, 3, preprocessor=pre, labels=["a", "b", "c"])
+    clf = BertClassifier(model.encoder, pre, num_classes=3, labels=["a", "b", "c"])
     clf(pre(tf.constant(sentences[:2])))
     clf.head.set_weights(model.head.get_weights())
     export_dir = export_classifier(clf, str(tmp_path / "m"), task="throughput")
@@ -90,20 +91,20 @@ def test_bucketed_training_under_xla_traces_the_step_once(minilm_vocab, tmp_path
     from bert_tf.training import Trainer
 
     data_dir = datasets.tweets_task_dir(str(tmp_path / "tweets"), train_size=512, dev_size=8, test_size=8)
-    task = glue.get_task("tsv", data_dir)
-    examples = task.get_examples("train")
+    task = SentencePredictionTask(glue.get_task("tsv", data_dir))
+    examples = task.examples("train")
     keras.utils.set_random_seed(0)
     cfg = bert_tf.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64, max_position_embeddings=SEQ)
-    model = finetune.build_classifier(bert_tf.BertEncoder(cfg), task.num_classes, SEQ)
     pre = bert_tf.BertPreprocessor(minilm_vocab, seq_length=SEQ, dynamic_padding=True)
-    ds = finetune.train_dataset(examples, task, pre, batch_size=8, seed=0, bucket_window=8)
+    model = task.build_model(bert_tf.BertEncoder(cfg), pre)
+    ds = task.build_train_dataset(model, examples, batch_size=8, seed=0, bucket_window=8)
     widths = [int(f["input_word_ids"].shape[1]) for f, _ in ds.take(24)]
     assert len(set(widths)) >= 3 and all(w % 8 == 0 for w in widths), widths
 
     steps = 24
     trainer = Trainer(model, create_optimizer("adamw", 1e-3, steps, 2, bias_correction=True),
-                      finetune.make_compute_loss(False), model_dir=str(tmp_path / "run"), num_train_steps=steps,
+                      task.compute_loss, model_dir=str(tmp_path / "run"), num_train_steps=steps,
                       steps_per_loop=8, save_checkpoints_steps=None, global_batch_size=8, jit_compile=True,
                       checkpoint_dataset_iterator=False, print_fn=lambda s: None)
     result = trainer.train(ds)
@@ -122,13 +123,13 @@ def test_mixed_bfloat16_classifier_stays_close_to_float32(minilm_dir, sentences)
     pre = bert_tf.BertPreprocessor(os.path.join(minilm_dir, "vocab.txt"), seq_length=SEQ, dynamic_padding=True)
     batch = pre(tf.constant(sentences[:32]))
     keras.utils.set_random_seed(0)
-    f32 = finetune.build_classifier(bert_tf.from_pretrained(minilm_dir).encoder, 3, SEQ)
+    f32 = _classifier(bert_tf.from_pretrained(minilm_dir).encoder)
     head = f32.head.get_weights()
     want = tf.nn.softmax(f32(batch)).numpy()
     try:
         distribute.configure_mixed_precision("mixed_bfloat16")
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
-        bf16 = finetune.build_classifier(bert_tf.from_pretrained(minilm_dir).encoder, 3, SEQ)
+        bf16 = _classifier(bert_tf.from_pretrained(minilm_dir).encoder)
         bf16.head.set_weights(head)
         assert bf16.encoder.embedding_table.dtype == "float32"  # variables stay float32
         out = bf16(batch)
