@@ -218,17 +218,23 @@ def make_http_server(service, host, port, max_body_bytes=64 << 20, timeout_ms=DE
                 total += size
                 if total > max_body_bytes:
                     raise _BodyError(413, f"Request body exceeds the limit of {max_body_bytes} bytes "
-                                     "(--rest_api_max_body_bytes)")
+                                     "(--rest_api_max_body_bytes)", drain=16 * max_body_bytes)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(1024)
 
         def _drain(self, length):
-            left = min(length, 16 * max_body_bytes)  # so the client can read the answer
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                left -= len(chunk)
+            """After answering, read (a bounded part of) an unwanted body so that closing the socket does
+            not reset the connection before the client has read the answer; never wait long for it."""
+            left = min(length, 16 * max_body_bytes)
+            try:
+                self.connection.settimeout(2.0)
+                while left > 0:
+                    chunk = self.rfile.read1(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except OSError:
+                pass
 
         def handle_expect_100(self):
             try:
@@ -244,9 +250,11 @@ def make_http_server(service, host, port, max_body_bytes=64 << 20, timeout_ms=DE
             try:
                 body = self._read_body()
             except _BodyError as e:
+                self._reply(e.status, {"error": e.message}, close=True)
                 if e.drain:
+                    self.wfile.flush()
                     self._drain(e.drain)
-                return self._reply(e.status, {"error": e.message}, close=True)
+                return
             with self.server.inflight_cv:
                 self.server.inflight += 1
             try:
