@@ -724,9 +724,109 @@ def task_blocks(inputs, settings, stats, tokenizer=None, open_fn=None):
 # ------------------------------------------------------ parallel local writer
 _WORKER = {}
 
+# A worker process runs this (python -c): it loads this module without the
+# bert_tf package's __init__ (which imports Keras and TensorFlow), so a worker
+# costs tens of MiB, and serves work units read from stdin as pickles.
+_WORKER_MAIN = r"""
+import os, pickle, sys, traceback, types
+pkg = types.ModuleType("bert_tf")
+pkg.__path__ = [os.path.join(sys.argv[1], "bert_tf")]
+sys.modules["bert_tf"] = pkg
+from bert_tf import pretraining_data as pd
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+sys.stdout = sys.stderr
+pd._init_worker(*pickle.load(inp))
+while True:
+    try:
+        args = pickle.load(inp)
+    except EOFError:
+        break
+    try:
+        res = (True, pd._worker_unit(*args))
+    except BaseException as e:
+        res = (False, f"{e!r}\n{traceback.format_exc()}")
+    pickle.dump(res, out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
+"""
+
+
+class _WorkerPool:
+    """Worker processes fed by one thread each from a shared queue (submit ->
+    concurrent.futures.Future). Plain subprocesses, so a worker neither imports
+    the caller's `__main__` nor the bert_tf package (see `_WORKER_MAIN`)."""
+
+    def __init__(self, num_workers, settings, vocab):
+        import concurrent.futures  # noqa: F401 (Future)
+        import pickle
+        import queue
+        import subprocess
+        import threading
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._queue = queue.Queue()
+        self._procs, self._threads = [], []
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        for _ in range(num_workers):
+            p = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN, root], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, env=env)
+            pickle.dump((settings, vocab), p.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            p.stdin.flush()
+            th = threading.Thread(target=self._serve, args=(p,), daemon=True)
+            th.start()
+            self._procs.append(p)
+            self._threads.append(th)
+
+    def _serve(self, proc):
+        import pickle
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            args, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                pickle.dump(args, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                proc.stdin.flush()
+                ok, value = pickle.load(proc.stdout)
+            except (OSError, EOFError) as e:
+                future.set_exception(RuntimeError(f"pretraining data worker {proc.pid} died: {e!r}"))
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(RuntimeError(f"in pretraining data worker {proc.pid}: {value}"))
+
+    def submit(self, *args):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+        self._queue.put((args, future))
+        return future
+
+    def shutdown(self):
+        for _ in self._threads:
+            self._queue.put(None)
+        for p in self._procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for th in self._threads:
+            th.join(timeout=60)
+        for p in self._procs:
+            try:
+                p.wait(timeout=60)
+            except Exception:  # noqa: BLE001
+                p.kill()
+        while not self._queue.empty():  # futures never served (an error stopped the run)
+            item = self._queue.get_nowait()
+            if item is not None:
+                item[1].cancel()
+
 
 def _init_worker(settings, vocab):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _WORKER["maker"] = InstanceMaker(settings, vocab)
     _WORKER["block"] = (None, None)
 
@@ -736,6 +836,7 @@ def _load_block(path):
 
     cached_path, block = _WORKER.get("block", (None, None))
     if cached_path != path:
+        _WORKER["block"] = (None, None)
         with open(path, "rb") as f:
             block = pickle.load(f)
         _WORKER["block"] = (path, block)
@@ -797,11 +898,7 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
     pool = tmpdir = None
     maker = InstanceMaker(settings, vocab)
     if workers > 1:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(settings, vocab))
+        pool = _WorkerPool(workers, settings, vocab)
         tmpdir = tempfile.mkdtemp(prefix="bert_tf_blocks_")
     in_flight = _c.deque()
     per_output = {}
@@ -844,7 +941,7 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
                     path = os.path.join(tmpdir, f"block-{t}-{b}.pickle")
                     with open(path, "wb") as f:
                         pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
-                    futures = [pool.submit(_worker_unit, path, t, b, *unit) for unit in units]
+                    futures = [pool.submit(path, t, b, *unit) for unit in units]
                 del block
                 in_flight.append(("block", out, rng, futures, path))
                 while sum(e[0] == "block" for e in in_flight) > max_blocks_in_flight:
@@ -854,7 +951,7 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
             finish(in_flight.popleft())
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.shutdown()
             shutil.rmtree(tmpdir, ignore_errors=True)
     return per_output
 
