@@ -218,7 +218,6 @@ def test_rest_timeout_cancels_the_run(srv, reference):
     assert_still_serving(srv, reference)
 
 
-# (name, request bytes for PredictionService/Predict or a callable making the call, gRPC code)
 def test_hostile_grpc_requests(srv, reference):
     channel = grpc.insecure_channel(srv.grpc_address)
     raw_predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
@@ -240,6 +239,7 @@ def test_hostile_grpc_requests(srv, reference):
     ids_huge.inputs["input_word_ids"].tensor_shape.dim.add().size = 4
     ids_huge.inputs["input_word_ids"].tensor_shape.dim.add().size = 1 << 35
     ids_huge.inputs["input_word_ids"].int_val.append(1)
+    # name -> (the call, the gRPC code it must get)
     table = {
         "bytes that are not a PredictRequest": (lambda: raw_predict(b"\xff\xff\xff\xff garbage", timeout=30),
                                                 code.INVALID_ARGUMENT),
@@ -407,7 +407,7 @@ def test_fuzz_rest_api(srv, reference):
     counts = {"valid": 0, "invalid": 0}
     statuses = {}
     t0 = time.monotonic()
-    for i in range(360):
+    for i in range(600):
         body, sig, arrays = g.valid()
         if i % 3 == 0:  # valid: compare with the same SavedModel loaded in this process
             status, reply = post(srv, json.dumps(body).encode())
@@ -442,7 +442,58 @@ def test_fuzz_rest_api(srv, reference):
         except grpc.RpcError as e:
             assert e.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (data, e.details())
     channel.close()
-    assert counts["valid"] >= 100 and counts["invalid"] >= 200, counts
-    assert statuses.get(400, 0) > 100, statuses
+    assert counts["valid"] >= 200 and counts["invalid"] >= 400, (counts, statuses)
+    assert statuses.get(400, 0) > 200, statuses
     assert time.monotonic() - t0 < 120
     assert_still_serving(srv, reference)
+
+
+def test_rest_num_threads_bounds_concurrent_work():
+    """--rest_api_num_threads: no more requests are parsed and run at once; the rest wait within their
+    timeout (in-process REST server over a stand-in service)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving import deadlines
+    from serving.rest import make_http_server
+
+    lock, state = threading.Lock(), {"now": 0, "max": 0, "calls": 0}
+
+    class Service:
+        def signature_limits(self, spec):
+            return {"x": (np.float32, [-1])}, None
+
+        def predict_arrays(self, spec, inputs, output_filter=(), deadline=None):
+            with lock:
+                state["now"] += 1
+                state["calls"] += 1
+                state["max"] = max(state["max"], state["now"])
+            try:
+                time.sleep(0.3)
+                return "toy", 1, "serving_default", {"y": inputs["x"] * 2}
+            finally:
+                with lock:
+                    state["now"] -= 1
+
+    httpd = make_http_server(Service(), "127.0.0.1", 0, max_body_bytes=1000, timeout_ms=1000, num_threads=2)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    port = httpd.server_address[1]
+
+    class Srv:
+        rest_port = port
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: post(Srv, json.dumps({"instances": [float(i)]}).encode()), range(8)))
+        ok = [r for s, r in results if s == 200]
+        late = [r for s, r in results if s == 504]
+        assert len(ok) + len(late) == 8, results
+        assert state["max"] == 2 and len(ok) >= 4, (state, results)  # 2 at a time, ~0.3 s each, 1 s budget
+        assert all("deadline" in r["error"] for r in late)
+        assert {r["predictions"][0] for r in ok} <= {2.0 * i for i in range(8)}
+        assert post(Srv, b"x" * 1001)[0] == 413
+        assert deadlines.remaining(None) is None
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
