@@ -311,6 +311,54 @@ class BertTokenizer(keras.layers.Layer):
             dense = tf.ensure_shape(dense, [None, width])
         return dense, lengths
 
+    def split_words(self, strings):
+        """Google's word split with offsets: strings [B] -> (words, starts, ends), each ragged [B, (W)].
+
+        Words are what Google's BasicTokenizer makes before WordPiece: runs between
+        whitespace, with every punctuation character and CJK ideograph a word of its
+        own. `starts`/`ends` are int64 Unicode code-point offsets into the input
+        (invalid UTF-8 bytes dropped first, as Google does), so in Python
+        `text[start:end] == word`. Words that normalise to nothing (only control or
+        format characters) are left out.
+        """
+        r = self._re
+        strings = tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]),
+                                               "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
+        # regex_split stops at a NUL byte; U+0001 is removed by the same rule and has the same length.
+        _, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
+            tf.strings.regex_replace(strings, r"\x00", "\x01"),
+            delim_regex_pattern=r["space"][:-1] + "]+|" + r["split"], keep_delim_regex_pattern=r["split"])
+        row_strings = tf.gather(strings, byte_starts.value_rowids())
+        words = byte_starts.with_flat_values(tf.strings.substr(
+            row_strings, byte_starts.flat_values, byte_ends.flat_values - byte_starts.flat_values))
+        # Byte offsets -> code-point offsets: the index of the character starting at each byte offset.
+        _, char_starts = tf.strings.unicode_decode_with_offsets(strings, "UTF-8")
+        byte_len = tf.strings.length(strings)[:, tf.newaxis]
+        table = tf.concat([char_starts.to_tensor(default_value=tf.int64.max), tf.cast(byte_len, tf.int64)
+                           + tf.zeros([tf.shape(strings)[0], 1], tf.int64)], axis=1)
+        table = tf.sort(table, axis=1)  # the end-of-string offset goes before the padding
+
+        def to_chars(byte_offsets):
+            dense = byte_offsets.to_tensor(default_value=0)
+            chars = tf.searchsorted(table, tf.cast(dense, tf.int64), side="left")
+            return tf.RaggedTensor.from_tensor(tf.cast(chars, tf.int64), lengths=byte_offsets.row_lengths())
+
+        starts, ends = to_chars(byte_starts), to_chars(byte_ends)
+        keep = tf.logical_not(tf.strings.regex_full_match(self.normalize_text(words), " *"))
+        return (tf.ragged.boolean_mask(words, keep), tf.ragged.boolean_mask(starts, keep),
+                tf.ragged.boolean_mask(ends, keep))
+
+    def tokenize_words(self, words):
+        """Words (a ragged string tensor [B, (W)], e.g. from `split_words`) -> wordpiece ids [B, (W), (P)].
+
+        The ids of a row's words, concatenated, equal `tokenizer(strings)` of the
+        row (each word gets at least one piece: `[UNK]` if nothing else).
+        """
+        flat = words.flat_values
+        normalized = tf.strings.split(self.normalize_text(flat))  # [N, (k)], k = 1 but for rare case changes
+        pieces = self._wordpiece.tokenize(normalized).merge_dims(-2, -1)  # [N, (P)]
+        return words.with_flat_values(pieces)
+
     def call(self, strings):
         dense, lengths = self.tokenize_dense(strings)
         return tf.RaggedTensor.from_tensor(dense, lengths=lengths)
