@@ -83,7 +83,7 @@ def next_version(export_base):
     return (versions[-1] + 1) if versions else 1
 
 
-def _atomic_export(export_base, version, write_fn, overwrite=False):
+def atomic_export(export_base, version, write_fn, overwrite=False):
     """Calls ``write_fn(tmp_dir)`` on a temporary sibling, then renames it to
     ``<export_base>/<version>``. Returns the final path."""
     export_base = os.path.abspath(os.fspath(export_base))
@@ -290,7 +290,7 @@ def export_classifier(model, export_base, version=None, task=None, pad_to_multip
         write_metadata(tmp, metadata)
         check_serving_ops(tmp)
 
-    return _atomic_export(export_base, version, write, overwrite=overwrite)
+    return atomic_export(export_base, version, write, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------ TF Hub-style pair

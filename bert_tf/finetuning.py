@@ -80,6 +80,9 @@ class FinetuneConfig:
     max_train_examples: int | None = None
     seed: int = 12345
     dropout_rate: float | None = None
+    litert_export_dir: str | None = None
+    litert_precision: str = "int8"
+    representative_examples: int = 200
 
 
 def _init_dir(path):
@@ -228,7 +231,7 @@ def _write_eval_results(task, evaluator, config, step, is_chief):
 
 
 def _write_predictions(task, evaluator, config, is_chief):
-    out_dir = config.predict_dir or os.path.join(config.model_dir, "submission")
+    out_dir = config.predict_dir or os.path.join(config.model_dir, task.predictions_subdir)
     os.makedirs(out_dir, exist_ok=True)
     for split in task.test_splits:
         if not task.has_split(split):
@@ -273,4 +276,8 @@ def run(task, config):
         print(f"saved the task model to {save_keras_model(model, config.model_dir)}", flush=True)
     if config.export_dir and is_chief:
         print(f"exported to {task.export(model, config.export_dir)}", flush=True)
+    if config.litert_export_dir and is_chief:
+        path = task.export_litert(model, config.litert_export_dir, precision=config.litert_precision,
+                                  representative_examples=config.representative_examples)
+        print(f"exported LiteRT model to {path}", flush=True)
     return results

@@ -180,8 +180,8 @@ def test_atomic_versioning(tmp_path):
     def write(d):
         open(os.path.join(d, "saved_model.pb"), "wb").close()
 
-    assert export_lib._atomic_export(base, None, write) == os.path.join(base, "1")
-    assert export_lib._atomic_export(base, None, write) == os.path.join(base, "2")
+    assert export_lib.atomic_export(base, None, write) == os.path.join(base, "1")
+    assert export_lib.atomic_export(base, None, write) == os.path.join(base, "2")
     os.makedirs(os.path.join(base, "not_a_version"))
     assert export_lib.existing_versions(base) == [1, 2]
 
@@ -190,9 +190,9 @@ def test_atomic_versioning(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        export_lib._atomic_export(base, None, broken)
+        export_lib.atomic_export(base, None, broken)
     assert sorted(os.listdir(base)) == ["1", "2", "not_a_version"]  # nothing half-written
-    assert export_lib._atomic_export(base, 2, write, overwrite=True) == os.path.join(base, "2")
+    assert export_lib.atomic_export(base, 2, write, overwrite=True) == os.path.join(base, "2")
     assert sorted(os.listdir(base)) == ["1", "2", "not_a_version"]
 
 

@@ -91,11 +91,17 @@ flags.DEFINE_integer("keep_checkpoint_max", 2, "Training checkpoints kept.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples (quick runs).")
 flags.DEFINE_integer("seed", 12345, "Seed of head init, dropout and shuffling.")
 flags.DEFINE_float("dropout_rate", None, "Dropout before the head (default: the encoder's hidden dropout).")
+# LiteRT export (device / single-request CPU serving)
+flags.DEFINE_string("litert_export_dir", None, "Also write <dir>/model.tflite (tokenizer inside) + model.json.")
+flags.DEFINE_enum("litert_precision", "int8", ["float32", "float16", "dynamic_int8", "int8"], "LiteRT weights.")
+flags.DEFINE_integer("representative_examples", 200, "Training texts that calibrate full int8 LiteRT.")
 FLAGS = flags.FLAGS
 
 
-def task_from_flags():
-    """The `bert_tf.tasks` task the flags name, over its `bert_tf.glue` reader."""
+def sentence_prediction_task():
+    """GLUE or tsv/csv: `SentencePredictionTask` over its `bert_tf.glue` reader."""
+    if not FLAGS.data_dir:
+        raise app.UsageError("--data_dir is required")
     name = glue.canonical_task_name(FLAGS.task)
     options = {}
     if name in ("tsv", "csv"):
@@ -107,6 +113,12 @@ def task_from_flags():
     return SentencePredictionTask(glue.get_task(name, FLAGS.data_dir, strict=FLAGS.strict, **options))
 
 
+def task_from_flags():
+    """The `bert_tf.tasks` task that --task names."""
+    factories = {}
+    return factories.get(FLAGS.task, sentence_prediction_task)()
+
+
 def config_from_flags():
     """`bert_tf.finetuning.FinetuneConfig` from the flags of the same names."""
     names = [f.name for f in dataclasses.fields(finetuning.FinetuneConfig)]
@@ -116,7 +128,7 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name in ("task", "data_dir", "model_dir"):
+    for name in ("task", "model_dir"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
     if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict):

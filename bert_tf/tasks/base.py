@@ -29,6 +29,8 @@ class FinetuningTask:
     name = "task"
     main_metric = "accuracy"
     higher_is_better = True
+    # --do_predict writes to <model_dir>/<predictions_subdir> unless --predict_dir says otherwise.
+    predictions_subdir = "submission"
 
     # ------------------------------------------------------------ data
     @property
@@ -84,7 +86,12 @@ class FinetuningTask:
         raise NotImplementedError
 
     def export(self, model, export_dir):
+        """Writes the serving SavedModel `<export_dir>/<version>/`; returns its path."""
         raise NotImplementedError
+
+    def export_litert(self, model, export_dir, precision="int8", representative_examples=200):
+        """Writes `<export_dir>/model.tflite` + `model.json`; returns the .tflite path."""
+        raise NotImplementedError(f"no LiteRT export for the {self.name} task")
 
 
 def token_id_predictor(model, strategy=None):
