@@ -9,7 +9,10 @@ Library:
     [[('negative', 0.1), ('positive', 0.9)]]
     >>> ServingClient("localhost:8501", "bert", rest=True).status()          # doctest: +SKIP
 
-CLI (prints one line per text with the label and its score):
+CLI (prints one line per text: with outputs named ``labels``/``probabilities``/``class_ids`` -- the
+documented outputs of our exports -- the label and its score, otherwise every output; texts go to
+the signature's only input, or split on ``--pair_separator`` across two; classify/regress send
+them as the tf.Example feature ``--feature_name``, default ``text``):
     python -m serving.client --server=localhost:8500 --model_name=bert "a fine film" "a dull film"
     python -m serving.client --rest --server=localhost:8501 --model_name=bert "a fine film"
     python -m serving.client --server=localhost:8500 --model_name=bert --mode=classify "a fine film"
@@ -105,7 +108,11 @@ def main(argv=None):
                         "(with pairs: <feature_name>_a / _b).", flag_values=fl)
     flags.DEFINE_string("pair_separator", "|||", "Separates the two texts of a pair.", flag_values=fl)
     flags.DEFINE_float("timeout", 30.0, "Seconds per call.", flag_values=fl)
-    argv = fl(list(sys.argv if argv is None else argv))
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(__doc__.split("Modules:")[0].rstrip() + "\n\nFlags:\n" + fl.get_help())
+        return 0
+    argv = fl(argv)
     texts = argv[1:]
     server = fl.server or ("localhost:8501" if fl.rest else "localhost:8500")
     client = ServingClient(server, fl.model_name, rest=fl.rest, timeout=fl.timeout, version=fl.model_version)
