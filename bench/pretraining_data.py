@@ -91,19 +91,25 @@ def _tree(pid):
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
 def _rss_and_name(pid):
+    """(RSS bytes, command line, CPU seconds so far) of a process."""
     try:
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        return rss, cmd
-    except (OSError, StopIteration):
-        return 0, ""
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return rss, cmd, (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, StopIteration, IndexError, ValueError):
+        return 0, "", 0.0
 
 
 def run_measured(cmd):
-    """Runs cmd; returns (rc, output tail, wall s, cpu s, peak summed RSS, {pid: (peak RSS, cmd)})."""
+    """Runs cmd; returns (rc, output, wall s, cpu s, peak summed RSS, {pid: (peak RSS, cmd, CPU s seen)})."""
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -117,10 +123,11 @@ def run_measured(cmd):
         while not done.is_set():
             total = 0
             for p in _tree(proc.pid):
-                rss, name = _rss_and_name(p)
+                rss, name, cpu_s = _rss_and_name(p)
                 total += rss
-                if rss > per.get(p, (0, ""))[0]:
-                    per[p] = (rss, name)
+                old = per.get(p, (0, "", 0.0))
+                if name:
+                    per[p] = (max(rss, old[0]), name, max(cpu_s, old[2]))
             peak[0] = max(peak[0], total)
             done.wait(0.2)
 
@@ -193,9 +200,9 @@ def main(argv):
             os.makedirs(local_dir, exist_ok=True)
             res = run_measured([sys.executable, PROGRAM, f"--input_file={','.join(files)}",
                                 f"--output_file={','.join(local_outs)}", *google])
-            procs = sorted(((rss, cmd) for rss, cmd in res[5].values() if rss), reverse=True)
-            extra = f"\n{'':>26}processes' peak RSS: " + ", ".join(
-                f"{rss / 2**20:,.0f} MiB ({'main' if PROGRAM in cmd else cmd.split()[-1][:40]})" for rss, cmd in procs)
+            procs = sorted(((rss, cmd, c) for rss, cmd, c in res[5].values() if rss), reverse=True)
+            extra = f"\n{'':>26}processes' peak RSS, CPU: " + ", ".join(
+                f"{'main' if PROGRAM in cmd else 'worker'} {rss / 2**20:,.0f} MiB {c:.1f} s" for rss, cmd, c in procs)
             rates["local"] = _summary("local tool", nbytes / 1e6, res, extra)
             digests["local"] = record_digests(local_outs)
         if FLAGS.run_beam:
@@ -204,10 +211,11 @@ def main(argv):
                                 "--direct_running_mode=multi_processing", f"--input_file={corpus}/part-*.txt",
                                 f"--output_file={beam_dir}/pt", f"--num_output_shards={n}", *google])
             per = res[5]
-            workers = sorted((rss for rss, cmd in per.values() if "sdk_worker_main" in cmd), reverse=True)
-            runner = max((rss for rss, cmd in per.values() if PROGRAM in cmd), default=0)
-            extra = (f"\n{'':>26}Beam SDK workers' peak RSS: {', '.join(f'{w / 2**20:,.0f}' for w in workers)} MiB;"
-                     f" runner process {runner / 2**20:,.0f} MiB")
+            workers = sorted(((rss, c) for rss, cmd, c in per.values() if "sdk_worker_main" in cmd), reverse=True)
+            runner = max(((rss, c) for rss, cmd, c in per.values() if PROGRAM in cmd), default=(0, 0.0))
+            extra = (f"\n{'':>26}Beam SDK workers' peak RSS, CPU: "
+                     f"{', '.join(f'{w / 2**20:,.0f} MiB {c:.1f} s' for w, c in workers)};"
+                     f" runner process {runner[0] / 2**20:,.0f} MiB {runner[1]:.1f} s")
             rates[f"beam-{mb:g}"] = _summary(f"Beam FnApiRunner x{FLAGS.beam_workers}", nbytes / 1e6, res, extra)
             digests["beam"] = record_digests(sorted(glob.glob(os.path.join(beam_dir, "pt-*.tfrecord"))))
         if "local" in digests and "beam" in digests:

@@ -885,7 +885,7 @@ class _TaskOutput:
             f.close()
 
 
-def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_blocks_in_flight=2):
+def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_blocks_in_flight=1):
     """Runs `tasks` (`(task_index, inputs, outputs)`): this process reads and tokenizes (TensorFlow), worker
     processes make the instances of each block's units (pure Python); blocks are
     finished in order, so the records are those of `block_records`."""
