@@ -9,7 +9,7 @@ does for its models. Other public names are imported when first used.
 import importlib
 
 # Modules whose classes saved models name (keras.saving.register_keras_serializable).
-from bert_tf import classifier, encoder, optimization, packer, preprocessor, pretraining, tokenizer  # noqa: E402,F401
+from bert_tf import classifier, encoder, optimization, packer, preprocessor, pretraining, tagger, tokenizer  # noqa: E402,F401,E501
 
 # public name -> module (relative to this package) that defines it
 _EXPORTS = {
@@ -30,6 +30,7 @@ _EXPORTS = {
     "save_tf1_checkpoint": "checkpoints",
     # task models (encoder + preprocessor + head) and their serving export
     "BertClassifier": "classifier",
+    "BertTokenTagger": "tagger",
     "export_classifier": "export",
 }
 

@@ -28,6 +28,13 @@ def trim_to_longest(features, multiple=8):
     return {k: v[:, :width] for k, v in features.items()}
 
 
+def _trim_batch(features, labels):
+    """`trim_to_longest` for features and for per-token labels `[B, T]` (tagging) alike."""
+    features = trim_to_longest(features)
+    width = tf.shape(features["input_mask"])[1]
+    return features, tf.nest.map_structure(lambda y: y[:, :width] if y.shape.rank == 2 else y, labels)
+
+
 def _sort_by_length(features, labels):
     order = tf.argsort(tf.reduce_sum(features["input_mask"], axis=1), stable=True)
     return {k: tf.gather(v, order) for k, v in features.items()}, tf.nest.map_structure(
@@ -55,7 +62,7 @@ def bucketed_batches(columns, featurize, batch_size, seed=0, bucket_window=32, d
     ds = ds.map(featurize_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if window > 1:
         ds = ds.unbatch().batch(batch_size, drop_remainder=True)
-        ds = ds.map(lambda f, y: (trim_to_longest(f), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE)
         if shuffle_batches:
             ds = ds.shuffle(window, seed=seed + 1, reshuffle_each_iteration=True)
     return ds.prefetch(tf.data.AUTOTUNE)

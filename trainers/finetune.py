@@ -51,9 +51,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from bert_tf import finetuning, glue  # noqa: E402
-from bert_tf.tasks import SentencePredictionTask  # noqa: E402
+from bert_tf.tasks import SentencePredictionTask, TaggingTask  # noqa: E402
 
-flags.DEFINE_string("task", None, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax) or tsv/csv.")
+flags.DEFINE_string("task", None, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax), tsv/csv, or "
+                    "tagging (CoNLL files in --data_dir).")
 flags.DEFINE_string("data_dir", None, "GLUE root (<data_dir>/<TASK>/train.tsv ...) or the task's own directory.")
 flags.DEFINE_string("init_checkpoint", None, "Pretrained BERT: any directory/prefix bert_tf.from_pretrained reads.")
 flags.DEFINE_string("bert_config_file", None, "Without --init_checkpoint: train from random init with this config.")
@@ -91,6 +92,8 @@ flags.DEFINE_integer("keep_checkpoint_max", 2, "Training checkpoints kept.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples (quick runs).")
 flags.DEFINE_integer("seed", 12345, "Seed of head init, dropout and shuffling.")
 flags.DEFINE_float("dropout_rate", None, "Dropout before the head (default: the encoder's hidden dropout).")
+# token tagging (--task=tagging): CoNLL train.txt, dev.txt (or valid.txt), test.txt in --data_dir
+flags.DEFINE_enum("tag_scheme", None, ["IOB1", "IOB2", "BIOES"], "Tagging: the tag scheme (default: detected).")
 # LiteRT export (device / single-request CPU serving)
 flags.DEFINE_string("litert_export_dir", None, "Also write <dir>/model.tflite (tokenizer inside) + model.json.")
 flags.DEFINE_enum("litert_precision", "int8", ["float32", "float16", "dynamic_int8", "int8"], "LiteRT weights.")
@@ -113,9 +116,16 @@ def sentence_prediction_task():
     return SentencePredictionTask(glue.get_task(name, FLAGS.data_dir, strict=FLAGS.strict, **options))
 
 
+def tagging_task():
+    """CoNLL token tagging: `TaggingTask` over --data_dir."""
+    if not FLAGS.data_dir:
+        raise app.UsageError("--data_dir is required")
+    return TaggingTask(FLAGS.data_dir, tag_scheme=FLAGS.tag_scheme, strict=FLAGS.strict)
+
+
 def task_from_flags():
     """The `bert_tf.tasks` task that --task names."""
-    factories = {}
+    factories = {"tagging": tagging_task}
     return factories.get(FLAGS.task, sentence_prediction_task)()
 
 

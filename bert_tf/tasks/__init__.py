@@ -1,7 +1,9 @@
 """Fine-tuning tasks: each supplies its model, data, loss, metrics, predictions and export to
-`bert_tf.finetuning.run`. `SentencePredictionTask` covers classification and regression."""
+`bert_tf.finetuning.run`. `SentencePredictionTask` covers classification and regression, `TaggingTask`
+token tagging (named entities)."""
 
 from bert_tf.tasks.base import FinetuningTask
 from bert_tf.tasks.sentence_prediction import SentencePredictionTask
+from bert_tf.tasks.tagging import TaggingTask
 
-__all__ = ["FinetuningTask", "SentencePredictionTask"]
+__all__ = ["FinetuningTask", "SentencePredictionTask", "TaggingTask"]

@@ -1,0 +1,180 @@
+"""`BertTokenTagger`: the token-tagging (named entity) task model.
+
+It holds its encoder, its preprocessor (tokenizer + packer, vocabulary inside)
+and a per-token head, and knows its tag set and scheme. Words are split into
+wordpieces in the graph; each word is labelled at its first piece; sentences
+longer than `seq_length - 2` pieces are cut into chunks at word boundaries and
+their words' logits put back together (`bert_tf.tagging_ops`).
+
+Inputs:
+
+* token ids (the packer's dict) -> token logits `[B, T, num_tags]` (training);
+* `tag_words(words)`: words, ragged string `[B, (W)]` -> `{"logits", "tag_ids",
+  "scores"}` per word (what evaluation and `--do_predict` use);
+* `tag_text(text)`: raw strings `[B]`, split into words by Google's BERT rules ->
+  words, tags and entity spans with code-point offsets (what the export serves).
+
+Example:
+
+>>> import os, tempfile
+>>> import tensorflow as tf
+>>> import bert_tf
+>>> vocab = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+>>> _ = open(vocab, "w").write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "john", "lives", "in", "paris"]))
+>>> enc = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1,
+...                                              num_attention_heads=2, intermediate_size=32))
+>>> tagger = bert_tf.BertTokenTagger(enc, bert_tf.BertPreprocessor(vocab, seq_length=16),
+...                                  labels=["O", "B-LOC", "I-LOC", "B-PER", "I-PER"])
+>>> out = tagger.tag_text(tf.constant(["John lives in Paris"]))
+>>> [w.decode() for w in out["words"].numpy()[0]]
+['John', 'lives', 'in', 'Paris']
+>>> out["tags"].shape, out["entity_start"].dtype
+(TensorShape([1, 4]), tf.int64)
+"""
+
+import keras
+import tensorflow as tf
+
+from bert_tf import tagging_ops
+from bert_tf.encoder import BertEncoder
+from bert_tf.packer import INPUT_KEYS
+from bert_tf.preprocessor import BertPreprocessor
+
+TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
+
+
+@keras.saving.register_keras_serializable(package="bert_tf")
+class BertTokenTagger(keras.Model):
+    """BERT encoder + dropout + dense head on `sequence_output`, with its preprocessor and tag set.
+
+    Args:
+      encoder: a :class:`bert_tf.BertEncoder`.
+      preprocessor: a :class:`bert_tf.BertPreprocessor` (its `seq_length` bounds a chunk).
+      labels: the tags in id order (`O`, `B-PER`, ...).
+      tag_scheme: "IOB1", "IOB2" or "BIOES" (how the tags mark entities).
+      dropout_rate, initializer_range: as `BertClassifier` (default: the encoder's).
+    """
+
+    def __init__(self, encoder, preprocessor, labels, tag_scheme="IOB2", dropout_rate=None, initializer_range=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+        if not isinstance(preprocessor, BertPreprocessor):
+            raise TypeError(f"preprocessor must be a bert_tf.BertPreprocessor, got {type(preprocessor).__name__}")
+        if tag_scheme not in TAG_SCHEMES:
+            raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES}, got {tag_scheme!r}")
+        labels = [str(x) for x in labels]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be at least 2 distinct tags, got {labels}")
+        encoder_config = encoder.config if isinstance(encoder, BertEncoder) else None
+        if dropout_rate is None:
+            dropout_rate = encoder_config.hidden_dropout_prob if encoder_config else 0.1
+        if initializer_range is None:
+            initializer_range = encoder_config.initializer_range if encoder_config else 0.02
+        self.encoder = encoder
+        self.preprocessor = preprocessor
+        self.labels = labels
+        self.tag_scheme = tag_scheme
+        self.dropout_rate = float(dropout_rate)
+        self.initializer_range = float(initializer_range)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.head = keras.layers.Dense(
+            len(labels), kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
+            name="tag_logits")
+
+    @property
+    def num_tags(self):
+        return len(self.labels)
+
+    def call(self, inputs, training=None):
+        missing = [k for k in INPUT_KEYS if k not in inputs]
+        if missing:
+            raise ValueError(f"BertTokenTagger inputs lack {missing}; got {sorted(inputs)}")
+        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
+        x = self.dropout(outputs["sequence_output"], training=training)
+        return keras.ops.cast(self.head(x), "float32")
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
+        hidden = int(self.encoder(dummy, training=False)["sequence_output"].shape[-1])
+        if not self.head.built:
+            self.head.build((None, None, hidden))
+        self.built = True
+
+    # ------------------------------------------------------------- words
+    def pack_words(self, words, packer=None):
+        """Words, ragged string `[B, (W)]` -> packed chunks + word maps (`bert_tf.tagging_ops.pack_words`)."""
+        tokenizer = self.preprocessor.tokenizer
+        return tagging_ops.pack_words(tokenizer.tokenize_words(words), packer or self.preprocessor.packer,
+                                      tokenizer.special_tokens["unk_id"])
+
+    def tag_words(self, words, training=False):
+        """Per word: `logits` ragged `[B, (W), num_tags]`, `tag_ids` and `scores` (its tag's probability)."""
+        packed = self.pack_words(words)
+        logits = tagging_ops.gather_word_logits(self(packed["features"], training=training), packed)
+        probabilities = tf.nn.softmax(logits.flat_values, axis=-1)
+        tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        scores = tf.reduce_max(probabilities, axis=-1)
+        splits = logits.row_splits
+        return {"logits": logits, "tag_ids": tf.RaggedTensor.from_row_splits(tag_ids, splits),
+                "scores": tf.RaggedTensor.from_row_splits(scores, splits)}
+
+    def tag_text(self, text):
+        """Raw strings `[B]` -> dense, padded outputs: `words`, `tags` `[B, W]` (padded ""), and the entities
+        `entity_text`, `entity_type` `[B, E]` (""), `entity_start`, `entity_end` (Unicode code-point offsets,
+        `text[start:end] == entity_text`; -1 padding) and `entity_score` (mean tag probability; 0 padding)."""
+        text = tf.reshape(tf.convert_to_tensor(text, tf.string), [-1])
+        words, starts, ends = self.preprocessor.tokenizer.split_words(text)
+        tagged = self.tag_words(words)
+        entities = tagging_ops.decode_entities(tagged["tag_ids"], self.labels)
+        return _entity_outputs(text, words, starts, ends, tagged, entities, self.labels)
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "labels": self.labels,
+            "tag_scheme": self.tag_scheme,
+            "dropout_rate": self.dropout_rate,
+            "initializer_range": self.initializer_range,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
+        return cls(**config)
+
+
+def _entity_outputs(text, words, starts, ends, tagged, entities, labels):
+    """The dense serving outputs of `BertTokenTagger.tag_text`."""
+    rows = entities["first_word"].value_rowids()
+    first = entities["first_word"].flat_values + tf.gather(words.row_splits, rows)
+    last = entities["last_word"].flat_values + tf.gather(words.row_splits, rows)
+    start = tf.gather(starts.flat_values, first)
+    end = tf.gather(ends.flat_values, last)
+    clean = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
+    entity_text = tf.strings.substr(tf.gather(clean, rows), start, end - start, unit="UTF8_CHAR")
+    cumulative = tf.concat([[0.0], tf.cumsum(tagged["scores"].flat_values)], 0)
+    score = (tf.gather(cumulative, last + 1) - tf.gather(cumulative, first)) / tf.cast(last - first + 1, tf.float32)
+
+    def dense(values, default):
+        return entities["first_word"].with_flat_values(values).to_tensor(default_value=default)
+
+    tags = tf.gather(tf.constant(labels, tf.string), tagged["tag_ids"].flat_values)
+    return {
+        "words": words.to_tensor(default_value=""),
+        "tags": words.with_flat_values(tags).to_tensor(default_value=""),
+        "entity_text": dense(entity_text, ""),
+        "entity_type": entities["type"].to_tensor(default_value=""),
+        "entity_start": dense(start, tf.constant(-1, tf.int64)),
+        "entity_end": dense(end, tf.constant(-1, tf.int64)),
+        "entity_score": dense(score, 0.0),
+    }
