@@ -3,19 +3,26 @@ same records as the local tool (`bert_tf.pretraining_data.create_pretraining_dat
 
 The pipeline is built from the library's own stages:
 
-    tasks (globs matched, files planned as the local tool plans them)
+    tasks (globs matched; files and output shards planned as the local tool plans them)
       -> Reshuffle (spread tasks over workers)
       -> ParDo: read documents (blank-line separated; a task's files are read
          by one worker, so a document is never split) -> tokenize -> group into
          the local tool's blocks -> Google's sampling, dupe factor, masking and
          whole-word masking (`block_records`) -> serialized tf.train.Example
-      -> WriteToTFRecord(num_shards=--num_output_shards)
+      -> written to `<prefix>-SSSSS-of-NNNNN.tfrecord`, one of two ways:
+         * default: each task writes the shards it owns (as the local tool
+           does: every shard has one writer), to a temporary name renamed when
+           complete, so a retried bundle rewrites the same bytes. No shuffle: a
+           worker holds one block and its records, whatever the corpus size, and
+           the files are byte-identical to the local tool's.
+         * `write_to_tfrecord=True`: Beam's `WriteToTFRecord(num_shards=N)`,
+           which shuffles every record to its shard (on Dataflow through the
+           shuffle service; Beam's local FnApiRunner keeps the shuffle in memory).
 
 Every block draws from its own random stream, seeded from (random_seed, task,
 block), so for the same inputs, flags and seed the pipeline writes the same
 multiset of records as the local tool with the same number of outputs
-(which record lands in which shard may differ). Memory per worker is one block
-(`block_tokens`) and its records, whatever the corpus size.
+(with `write_to_tfrecord`, which record lands in which shard differs).
 
 Counters (Beam metrics, namespace `bert_tf.pretraining_data`): `documents`,
 `instances`, `skipped_non_utf8_lines`, `skipped_empty_lines` (lines with no
@@ -61,13 +68,18 @@ def _open(path):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _make_do_fn():
+def _create(path):
+    from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+    return FileSystems.create(path, mime_type="application/octet-stream",
+                              compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _make_do_fns():
     import apache_beam as beam
     from apache_beam.metrics import Metrics
 
-    class TaskToRecords(beam.DoFn):
-        """One task (its input files, in order) -> its serialized Examples."""
-
+    class _TaskDoFn(beam.DoFn):
         def __init__(self, settings):
             self.settings = dict(settings)
 
@@ -78,9 +90,8 @@ def _make_do_fn():
             self.maker = pdata.InstanceMaker(self.settings, self.vocab)
             self.counters = {k: Metrics.counter(NAMESPACE, k) for k in COUNTERS}
 
-        def process(self, task):
-            task_index, inputs = task
-            stats = pdata._new_stats()
+        def blocks(self, task_index, inputs, stats):
+            """Yields each block's serialized records, updating the counters."""
             reported = dict.fromkeys(COUNTERS, 0)
 
             def report():
@@ -95,31 +106,68 @@ def _make_do_fn():
                                               self.maker)
                 del block
                 report()
-                yield from records
+                yield records
             report()
 
-    return TaskToRecords
+    class TaskToRecords(_TaskDoFn):
+        """One task (its input files, in order) -> its serialized Examples."""
+
+        def process(self, task):
+            task_index, inputs, _ = task
+            for records in self.blocks(task_index, inputs, pdata._new_stats()):
+                yield from records
+
+    class TaskToShards(_TaskDoFn):
+        """One task -> the shards it owns, written as the local tool writes them.
+        Yields `(path, instances)` per shard."""
+
+        def process(self, task):
+            import uuid
+
+            from apache_beam.io.filesystems import FileSystems
+
+            task_index, inputs, outputs = task
+            attempt = uuid.uuid4().hex[:12]
+            temps = [f"{p}.incomplete-{attempt}" for p in outputs]
+            out = pdata.TaskOutput(temps, open_fn=_create)
+            frame = self.maker.framer
+            try:
+                for records in self.blocks(task_index, inputs, pdata._new_stats()):
+                    out.write([frame(r) for r in records])
+                    del records
+            finally:
+                out.close()
+            FileSystems.rename(temps, list(outputs))
+            yield from zip(outputs, out.counts)
+
+    return TaskToRecords, TaskToShards
 
 
-def build_pipeline(pipeline, input_files, output_prefix, num_output_shards, settings):
-    """Adds the pretraining-data transforms to `pipeline`; returns the write's result.
+def build_pipeline(pipeline, input_files, output_prefix, num_output_shards, settings,
+                   write_to_tfrecord=False):
+    """Adds the pretraining-data transforms to `pipeline`; returns the last PCollection.
 
-    `input_files`: matched files (see `match_input_files`); `output_prefix`:
-    shards are `<prefix>-SSSSS-of-NNNNN.tfrecord`, as the local tool names them.
+    `input_files`: matched files (see `match_input_files`); shards are
+    `<output_prefix>-SSSSS-of-NNNNN.tfrecord`, as the local tool names them.
     """
     import apache_beam as beam
 
     n = int(num_output_shards)
     if n < 1:
         raise ValueError("--num_output_shards must be >= 1 for the Beam pipeline")
-    placeholders = pdata.output_file_names(output_prefix, n)
-    tasks = [(t, list(ins)) for t, (ins, _) in enumerate(pdata.plan_tasks(list(input_files), placeholders))]
-    return (pipeline
-            | "Tasks" >> beam.Create(tasks)
-            | "Spread" >> beam.Reshuffle()
-            | "MakeInstances" >> beam.ParDo(_make_do_fn()(settings))
-            | "Write" >> beam.io.WriteToTFRecord(output_prefix, file_name_suffix=".tfrecord", num_shards=n,
-                                                 shard_name_template="-SSSSS-of-NNNNN"))
+    outputs = pdata.output_file_names(output_prefix, n)
+    tasks = [(t, list(ins), list(outs))
+             for t, (ins, outs) in enumerate(pdata.plan_tasks(list(input_files), outputs))]
+    to_records, to_shards = _make_do_fns()
+    spread = (pipeline
+              | "Tasks" >> beam.Create(tasks)
+              | "Spread" >> beam.Reshuffle())
+    if write_to_tfrecord:
+        return (spread
+                | "MakeInstances" >> beam.ParDo(to_records(settings))
+                | "Write" >> beam.io.WriteToTFRecord(output_prefix, file_name_suffix=".tfrecord", num_shards=n,
+                                                     shard_name_template="-SSSSS-of-NNNNN"))
+    return spread | "MakeAndWriteShards" >> beam.ParDo(to_shards(settings))
 
 
 def counters(result):
@@ -137,7 +185,8 @@ def counters(result):
     return out
 
 
-def run(input_spec, output_prefix, num_output_shards, settings, pipeline_args, log=print):
+def run(input_spec, output_prefix, num_output_shards, settings, pipeline_args, log=print,
+        write_to_tfrecord=False):
     """Runs the pipeline with `pipeline_args` (Beam options: --runner, ...) and
     waits for it. Returns the counters (see `counters`)."""
     import time
@@ -150,9 +199,15 @@ def run(input_spec, output_prefix, num_output_shards, settings, pipeline_args, l
     start = time.time()
     options = PipelineOptions(list(pipeline_args))
     log(f"create_pretraining_data (Beam): {len(inputs)} input file(s) -> {num_output_shards} shard(s) "
-        f"{output_prefix}-*-of-{int(num_output_shards):05d}.tfrecord, options {list(pipeline_args)}")
+        f"{output_prefix}-*-of-{int(num_output_shards):05d}.tfrecord "
+        f"({'WriteToTFRecord' if write_to_tfrecord else 'each task writes its shards'}), "
+        f"options {list(pipeline_args)}")
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, inputs, output_prefix, num_output_shards, settings)
+    for p in pdata.output_file_names(output_prefix, num_output_shards)[:1]:
+        d = os.path.dirname(p)
+        if d and "://" not in p:
+            os.makedirs(d, exist_ok=True)
+    build_pipeline(pipeline, inputs, output_prefix, num_output_shards, settings, write_to_tfrecord)
     result = pipeline.run()
     result.wait_until_finish()
     out = counters(result)

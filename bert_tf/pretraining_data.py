@@ -860,23 +860,30 @@ class _Done:
         return self._value
 
 
-class _TaskOutput:
-    """The output files of one task, records dealt round-robin across them."""
+class TaskOutput:
+    """The output files of one task, TFRecord-framed records dealt round-robin
+    across them (continuing from block to block). `open_fn(path)` opens a file
+    for binary writing (default `tf.io.gfile.GFile`)."""
 
-    def __init__(self, paths):
-        import tensorflow as tf
+    def __init__(self, paths, open_fn=None):
+        if open_fn is None:
+            import tensorflow as tf
+
+            def open_fn(p):
+                return tf.io.gfile.GFile(p, "wb")
 
         self.paths = list(paths)
-        self.files = [tf.io.gfile.GFile(p, "wb") for p in self.paths]
+        self.files = [open_fn(p) for p in self.paths]
         self.counts = [0] * len(self.files)
         self.next = 0
 
-    def write(self, framed):
+    def write(self, framed, chunk=8192):
         n = len(self.files)
         for j in range(min(n, len(framed))):
             w = (self.next + j) % n
-            part = framed[j::n]
-            self.files[w].write(b"".join(part))
+            part = framed[j::n] if n > 1 else framed
+            for i in range(0, len(part), chunk):  # bounded copies, not one block-sized join
+                self.files[w].write(b"".join(part[i:i + chunk]))
             self.counts[w] += len(part)
         self.next = (self.next + len(framed)) % n
 
@@ -916,6 +923,7 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
             recs, delta = f.result()
             framed.extend(recs)
             stats.update(delta)
+        futures.clear()
         rng.shuffle(framed)
         out.write(framed)
         if path:
@@ -925,7 +933,7 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
 
     try:
         for t, inputs, outputs in tasks:
-            out = _TaskOutput(outputs)
+            out = TaskOutput(outputs)
             for b, block in enumerate(task_blocks(inputs, settings, stats, tokenizer)):
                 rng = random.Random(block_seed(settings["random_seed"], t, b))
                 rng.shuffle(block)

@@ -1,6 +1,7 @@
 """The Apache Beam pipeline (trainers/create_pretraining_data.py --runner) writes the same
 multiset of records as the local tool, on Beam's in-process runner with two worker
-processes; counters and the final summary; the program's flag errors.
+processes (task-owned shards: the very same files) and through WriteToTFRecord; counters
+and the final summary; the program's flag errors.
 
 Input: real documents from the project's corpus (fixtures.datasets), over three files (one
 with a non-UTF-8 line and a line without wordpieces), the real MiniLM vocab, whole-word masking.
@@ -66,6 +67,8 @@ def test_beam_pipeline_writes_the_local_tools_records(minilm_vocab, tmp_path):
         local = _multiset(outs)
         assert sum(local.values()) == stats["instances"] > 300
         assert local == beam, f"num_workers={workers}: Beam and the local tool wrote different records"
+        for s, o in zip(shards, outs):  # each task writes the shards it owns, as the local tool does
+            assert open(tmp_path / "beam" / s, "rb").read() == open(o, "rb").read()
     # counters and the final summary
     assert stats["skipped_non_utf8_lines"] == 1 and stats["skipped_empty_lines"] == 1
     for key in ("documents", "instances", "skipped_non_utf8_lines", "skipped_empty_lines"):
@@ -78,6 +81,29 @@ def test_beam_pipeline_writes_the_local_tools_records(minilm_vocab, tmp_path):
                                   dupe_factor=2, random_seed=12, do_whole_word_mask=True, block_tokens=4000,
                                   num_workers=1, verbose=False)
     assert _multiset(other) != beam
+
+
+def test_write_to_tfrecord_variant_same_multiset(minilm_vocab, tmp_path):
+    """Beam's WriteToTFRecord (records shuffled to shards) in this process: the same multiset."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from bert_tf import pretraining_beam
+
+    inputs = _inputs(tmp_path)
+    settings = pdata.make_settings(minilm_vocab, max_seq_length=SEQ, max_predictions_per_seq=PRED, dupe_factor=1,
+                                   random_seed=5, block_tokens=4000)
+    prefix = str(tmp_path / "beam" / "pt")
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        pretraining_beam.build_pipeline(p, pretraining_beam.match_input_files(f"{tmp_path}/part-*.txt"), prefix, 3,
+                                        settings, write_to_tfrecord=True)
+    beam_files = sorted(str(x) for x in (tmp_path / "beam").glob("pt-*-of-00003.tfrecord"))
+    assert len(beam_files) == 3
+    outs = pdata.output_file_names(str(tmp_path / "local" / "pt"), 3)
+    pdata.create_pretraining_data(inputs, outs, minilm_vocab, max_seq_length=SEQ, max_predictions_per_seq=PRED,
+                                  dupe_factor=1, random_seed=5, block_tokens=4000, num_workers=1, verbose=False)
+    local = _multiset(outs)
+    assert sum(local.values()) > 100 and _multiset(beam_files) == local
 
 
 def test_runner_flag_errors(minilm_vocab, tmp_path):

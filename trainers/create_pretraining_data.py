@@ -65,6 +65,10 @@ flags.DEFINE_string("runner", None,
                     "Run as an Apache Beam pipeline on this runner (FnApiRunner, DataflowRunner, FlinkRunner, "
                     "SparkRunner, ...); other unknown flags are passed to Beam as pipeline options. "
                     "Needs --num_output_shards. Without it: the local tool.")
+flags.DEFINE_bool("beam_write_to_tfrecord", False,
+                  "With --runner: write through Beam's WriteToTFRecord (every record shuffled to its shard) "
+                  "instead of each task writing the shards it owns (no shuffle; files identical to the "
+                  "local tool's). Same multiset of records either way.")
 
 
 def _parse_flags(argv):
@@ -89,6 +93,8 @@ def main(argv):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
     extra = argv[1:]
+    if FLAGS.runner and not FLAGS.num_output_shards:
+        raise app.UsageError("--runner needs --num_output_shards (and --output_file as a prefix)")
     if FLAGS.runner:
         import logging
 
@@ -106,7 +112,8 @@ def main(argv):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         pretraining_beam.run(FLAGS.input_file, FLAGS.output_file, FLAGS.num_output_shards, _settings(),
                              [f"--runner={FLAGS.runner}", *extra],
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
+                             log=lambda m: print(m, file=sys.stderr, flush=True),
+                             write_to_tfrecord=FLAGS.beam_write_to_tfrecord)
         return
     if extra:
         raise app.UsageError(f"unknown flags {extra} (Beam pipeline options need --runner)")
