@@ -105,8 +105,6 @@ def main(argv):
         # Beam logs every worker's lifecycle at INFO; keep warnings and our summary
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger().setLevel(logging.WARNING)
-        if not FLAGS.num_output_shards:
-            raise app.UsageError("--runner needs --num_output_shards (and --output_file as a prefix)")
         # Beam's worker processes import bert_tf: give them this checkout
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
