@@ -9,7 +9,8 @@ does for its models. Other public names are imported when first used.
 import importlib
 
 # Modules whose classes saved models name (keras.saving.register_keras_serializable).
-from bert_tf import classifier, encoder, optimization, packer, preprocessor, pretraining, tagger, tokenizer  # noqa: E402,F401,E501
+from bert_tf import (classifier, encoder, optimization, packer, preprocessor, pretraining,  # noqa: E402,F401
+                     question_answerer, tagger, tokenizer)
 
 # public name -> module (relative to this package) that defines it
 _EXPORTS = {
@@ -31,6 +32,8 @@ _EXPORTS = {
     # task models (encoder + preprocessor + head) and their serving export
     "BertClassifier": "classifier",
     "BertTokenTagger": "tagger",
+    "BertQuestionAnswerer": "question_answerer",
+    "export_question_answerer": "question_answering_export",
     "export_classifier": "export",
 }
 

@@ -51,10 +51,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from bert_tf import finetuning, glue  # noqa: E402
-from bert_tf.tasks import SentencePredictionTask, TaggingTask  # noqa: E402
+from bert_tf.tasks import QuestionAnsweringTask, SentencePredictionTask, TaggingTask  # noqa: E402
 
-flags.DEFINE_string("task", None, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax), tsv/csv, or "
-                    "tagging (CoNLL files in --data_dir).")
+flags.DEFINE_string("task", None, "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax), tsv/csv, "
+                    "tagging (CoNLL files in --data_dir), or squad (--train_file/--predict_file).")
 flags.DEFINE_string("data_dir", None, "GLUE root (<data_dir>/<TASK>/train.tsv ...) or the task's own directory.")
 flags.DEFINE_string("init_checkpoint", None, "Pretrained BERT: any directory/prefix bert_tf.from_pretrained reads.")
 flags.DEFINE_string("bert_config_file", None, "Without --init_checkpoint: train from random init with this config.")
@@ -94,6 +94,15 @@ flags.DEFINE_integer("seed", 12345, "Seed of head init, dropout and shuffling.")
 flags.DEFINE_float("dropout_rate", None, "Dropout before the head (default: the encoder's hidden dropout).")
 # token tagging (--task=tagging): CoNLL train.txt, dev.txt (or valid.txt), test.txt in --data_dir
 flags.DEFINE_enum("tag_scheme", None, ["IOB1", "IOB2", "BIOES"], "Tagging: the tag scheme (default: detected).")
+# question answering (--task=squad): Google's run_squad.py flags
+flags.DEFINE_string("train_file", None, "SQuAD: training JSON (v1.1, or v2.0 with --version_2_with_negative).")
+flags.DEFINE_string("predict_file", None, "SQuAD: JSON to predict (and evaluate, when it has answers).")
+flags.DEFINE_bool("version_2_with_negative", False, "SQuAD v2.0: questions may have no answer.")
+flags.DEFINE_integer("doc_stride", 128, "SQuAD: tokens between the starts of a long context's windows.")
+flags.DEFINE_integer("max_query_length", 64, "SQuAD: question wordpieces kept.")
+flags.DEFINE_integer("n_best_size", 20, "SQuAD: n-best start/end logits considered and n-best answers written.")
+flags.DEFINE_integer("max_answer_length", 30, "SQuAD: longest answer in wordpieces.")
+flags.DEFINE_float("null_score_diff_threshold", 0.0, "SQuAD v2.0: answer \"\" if null - best > this.")
 # LiteRT export (device / single-request CPU serving)
 flags.DEFINE_string("litert_export_dir", None, "Also write <dir>/model.tflite (tokenizer inside) + model.json.")
 flags.DEFINE_enum("litert_precision", "int8", ["float32", "float16", "dynamic_int8", "int8"], "LiteRT weights.")
@@ -123,9 +132,25 @@ def tagging_task():
     return TaggingTask(FLAGS.data_dir, tag_scheme=FLAGS.tag_scheme, strict=FLAGS.strict)
 
 
+def squad_task():
+    """SQuAD v1.1 / v2.0: `QuestionAnsweringTask` over --train_file / --predict_file (--max_seq_length 384
+    unless given, as run_squad.py)."""
+    if FLAGS.do_train and not FLAGS.train_file:
+        raise app.UsageError("--do_train needs --train_file")
+    if (FLAGS.do_predict or FLAGS.do_eval) and not FLAGS.predict_file:
+        raise app.UsageError("--do_predict/--do_eval need --predict_file")
+    if not FLAGS["max_seq_length"].present:
+        FLAGS.max_seq_length = 384
+    return QuestionAnsweringTask(FLAGS.train_file, FLAGS.predict_file,
+                                 version_2_with_negative=FLAGS.version_2_with_negative, strict=FLAGS.strict,
+                                 max_query_length=FLAGS.max_query_length, doc_stride=FLAGS.doc_stride,
+                                 n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length,
+                                 null_score_diff_threshold=FLAGS.null_score_diff_threshold)
+
+
 def task_from_flags():
     """The `bert_tf.tasks` task that --task names."""
-    factories = {"tagging": tagging_task}
+    factories = {"tagging": tagging_task, "squad": squad_task}
     return factories.get(FLAGS.task, sentence_prediction_task)()
 
 
