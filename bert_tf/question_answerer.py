@@ -303,11 +303,11 @@ class BertQuestionAnswerer(keras.Model):
         e_tok = tf.gather(tf.gather(top_e, chosen), arg % k, batch_dims=1)
         start = tf.where(found, tf.gather(tf.gather(cs, chosen), s_tok, batch_dims=1), -1)
         end = tf.where(found, tf.gather(tf.gather(ce, chosen), e_tok, batch_dims=1), -1)
-        score = tf.where(found, best, -float("inf"))
+        score = tf.where(found, best, _NEG)  # finite, for JSON clients
         out = {"score": score}
         if self.version_2_with_negative:
             null = tf.math.unsorted_segment_min(start_logits[:, 0] + end_logits[:, 0], ex, num_examples)
-            diff = null - score
+            diff = tf.where(found, null - score, -_NEG)
             has_answer = found & (diff <= self.null_score_diff_threshold)
             start, end = tf.where(has_answer, start, -1), tf.where(has_answer, end, -1)
             out.update({"has_answer": has_answer, "null_score_diff": diff})
