@@ -44,6 +44,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_float("megabytes", 54, "Corpus size (MB of text).")
 flags.DEFINE_float("megabytes_small", 14, "Second, smaller corpus for Beam's memory (0 = skip).")
+flags.DEFINE_list("beam_only_megabytes", [], "More corpus sizes (MB) to run only Beam on (its memory).")
 flags.DEFINE_integer("num_files", 4, "Input files (and output files/shards).")
 flags.DEFINE_integer("beam_workers", 2, "--direct_num_workers for Beam.")
 flags.DEFINE_bool("run_local", True, "Run the local tool.")
@@ -187,6 +188,7 @@ def main(argv):
               "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--random_seed=12345", "--dupe_factor=10"]
     print(f"cores available: {len(os.sched_getaffinity(0))}; load average at start: {os.getloadavg()}")
     sizes = [FLAGS.megabytes] + ([FLAGS.megabytes_small] if FLAGS.megabytes_small else [])
+    sizes += [float(x) for x in FLAGS.beam_only_megabytes]
     rates = {}
     for mb in sizes:
         corpus = os.path.join(work, f"corpus-{mb:g}MB")

@@ -133,7 +133,9 @@ def _make_do_fns():
             frame = self.maker.framer
             try:
                 for records in self.blocks(task_index, inputs, pdata._new_stats()):
-                    out.write([frame(r) for r in records])
+                    for i, r in enumerate(records):  # in place: one copy of the block's records
+                        records[i] = frame(r)
+                    out.write(records)
                     del records
             finally:
                 out.close()
