@@ -232,8 +232,8 @@ def best_spans(window_outputs, num_examples, n_best_size=20, max_answer_length=3
         out = {"nbest": nbest, "best": best}
         if version_2_with_negative:
             out["null_score"] = null_score
-            best_score = best["start_logit"] + best["end_logit"] if best else -math.inf
-            out["score_diff"] = null_score - best_score
+            # no valid span: a large finite difference (valid JSON; the export gives the same 1e9)
+            out["score_diff"] = null_score - (best["start_logit"] + best["end_logit"]) if best else 1e9
         results.append(out)
     return results
 
