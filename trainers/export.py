@@ -17,7 +17,14 @@ TF Hub-style preprocessing + encoder SavedModels (no head needed):
 
     python trainers/export.py --model_dir=/path/to/bert --hub_dir=/tmp/hub
 
-Writes `<export_base>/<version>/` atomically (a server polling `export_base` never sees half a model).
+LiteRT (.tflite with the tokenizer inside, for devices and single-request CPU serving; `bert_tf.litert`), from
+either source; full int8 is calibrated on real texts, one per line (or a tsv/csv column, see --text_column):
+
+    python trainers/export.py --keras_model=/tmp/run/model.keras --litert_export_dir=/tmp/litert \
+        --litert_precision=int8 --representative_file=/data/train.tsv --representative_examples=200
+
+Writes `<export_base>/<version>/` atomically (a server polling `export_base` never sees half a model), and
+`<litert_export_dir>/model.tflite` + `model.json` the same way.
 """
 
 import json
@@ -47,6 +54,13 @@ flags.DEFINE_bool("regression", None, "--model_dir: regression head (default: cl
 flags.DEFINE_bool("is_pair", None, "--model_dir: sentence-pair task (classify/regress read text_a, text_b).")
 flags.DEFINE_integer("max_seq_length", None, "--model_dir: longest packed input (default classifier_config.json, 128).")
 flags.DEFINE_bool("lower_case", None, "--model_dir: override the vocab casing found there.")
+# LiteRT export (device / single-request CPU serving)
+flags.DEFINE_string("litert_export_dir", None, "Write <dir>/model.tflite (tokenizer inside) + model.json.")
+flags.DEFINE_enum("litert_precision", "int8", ["float32", "float16", "dynamic_int8", "int8"], "LiteRT weights.")
+flags.DEFINE_integer("representative_examples", 200, "Texts from --representative_file that calibrate int8.")
+flags.DEFINE_string("representative_file", None, "int8 calibration texts: one per line, or a .tsv/.csv with a header.")
+flags.DEFINE_string("text_column", "sentence", "--representative_file tsv/csv: the text column.")
+flags.DEFINE_string("text_b_column", None, "--representative_file tsv/csv: the second text (pair models).")
 FLAGS = flags.FLAGS
 
 
@@ -85,13 +99,44 @@ def classifier_from_checkpoint(pretrained, model_dir):
     return model, legacy.get("task")
 
 
+def representative_texts(path, n, is_pair, seed=0):
+    """`n` texts of `path` (a fixed random sample, file order): lines of a text file, or the --text_column
+    (+ --text_b_column for pair models) of a .tsv/.csv with a header row."""
+    import csv
+
+    import numpy as np
+
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.endswith((".tsv", ".csv")):
+            rows = list(csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ","))
+            columns = [FLAGS.text_column] + ([FLAGS.text_b_column] if is_pair else [])
+            missing = [c for c in columns if c is None or (rows and c not in rows[0])]
+            if missing:
+                raise app.UsageError(f"--representative_file={path}: no column(s) {missing} "
+                                     f"(set --text_column / --text_b_column)")
+            texts = [tuple(r[c] for c in columns) if is_pair else r[columns[0]] for r in rows]
+        else:
+            if is_pair:
+                raise app.UsageError("a pair model calibrates on a .tsv/.csv --representative_file "
+                                     "(--text_column and --text_b_column)")
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+        raise app.UsageError(f"--representative_file={path} holds no texts")
+    keep = sorted(np.random.default_rng(seed).permutation(len(texts))[:n].tolist())
+    return [texts[i] for i in keep]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if (FLAGS.keras_model is None) == (FLAGS.model_dir is None):
         raise app.UsageError("give exactly one of --keras_model and --model_dir")
-    if not FLAGS.export_base and not FLAGS.hub_dir:
-        raise app.UsageError("give --export_base (serving export) and/or --hub_dir (TF Hub-style pair)")
+    if not FLAGS.export_base and not FLAGS.hub_dir and not FLAGS.litert_export_dir:
+        raise app.UsageError("give --export_base (serving export), --hub_dir (TF Hub-style pair) and/or "
+                             "--litert_export_dir (LiteRT)")
+    if FLAGS.litert_export_dir and FLAGS.litert_precision == "int8" and not FLAGS.representative_file:
+        raise app.UsageError("--litert_precision=int8 calibrates on real texts: give --representative_file "
+                             "(or choose --litert_precision=dynamic_int8, which needs none)")
     task = FLAGS.task
     if FLAGS.keras_model:
         model = keras.saving.load_model(FLAGS.keras_model)
@@ -103,7 +148,7 @@ def main(argv):
         preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True if lower is None else lower,
                                                 seq_length=FLAGS.max_seq_length or 128)
         model = None
-        if FLAGS.export_base:
+        if FLAGS.export_base or FLAGS.litert_export_dir:
             model, legacy_task = classifier_from_checkpoint(pretrained, FLAGS.model_dir)
             preprocessor, task = model.preprocessor, task or legacy_task
     if FLAGS.export_base:
@@ -113,6 +158,15 @@ def main(argv):
     if FLAGS.hub_dir:
         pre_dir, enc_dir = export_lib.export_hub_style(preprocessor, encoder, FLAGS.hub_dir)
         print(f"exported TF Hub-style preprocessing to {pre_dir} and encoder to {enc_dir}", flush=True)
+    if FLAGS.litert_export_dir:
+        from bert_tf import litert
+
+        texts = None
+        if FLAGS.litert_precision == "int8":
+            texts = representative_texts(FLAGS.representative_file, FLAGS.representative_examples, model.is_pair)
+        path = litert.export_litert(model, FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
+                                    representative_texts=texts, task=task)
+        print(f"exported LiteRT model to {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,23 @@ class SentencePredictionTask(FinetuningTask):
 
     def export(self, model, export_dir):
         return export_lib.export_classifier(model, export_dir, task=self.name)
+
+    def representative_texts(self, n, split="train", seed=0):
+        """`n` texts of `split` (pairs for pair tasks) in file order, a fixed random sample: int8 calibration."""
+        if not self.has_split(split):
+            raise FileNotFoundError(f"{self.name}: no {split} split to draw representative texts from (int8 "
+                                    "calibration); use another precision or give training data")
+        examples = self.examples(split)
+        keep = sorted(np.random.default_rng(seed).permutation(len(examples))[:int(n)].tolist())
+        if self.data.is_pair:
+            return [(examples[i].text_a, examples[i].text_b or "") for i in keep]
+        return [examples[i].text_a for i in keep]
+
+    def export_litert(self, model, export_dir, precision="int8", representative_examples=200):
+        """`<export_dir>/model.tflite` + `model.json` (`bert_tf.litert`): raw text in, the same outputs as the
+        serving export; full `int8` is calibrated on `representative_examples` training texts."""
+        from bert_tf import litert
+
+        texts = self.representative_texts(representative_examples) if precision == "int8" else None
+        return litert.export_litert(model, export_dir, precision=precision, representative_texts=texts,
+                                    task=self.name)
