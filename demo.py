@@ -8,6 +8,9 @@
 4. Export a versioned SavedModel with the tokenizer inside.
 5. Start `serving/server.py`, query it over gRPC and REST with
    `serving/client.py`, print the predictions, stop the server.
+6. The int8 LiteRT model (.tflite with the tokenizer inside, written by the
+   same finetune.py run with --litert_export_dir) classifies two sentences in
+   ai_edge_litert's InterpreterWithCustomOps.
 
 Everything lands under `demo_out/` (override with --out). A second run reuses
 the fine-tuned checkpoint and the export it finds there.
@@ -85,6 +88,26 @@ def show_preprocessing_and_similarity(model_dir):
         print(f"  {cos:+.3f}  {x!r} ~ {y!r}")
 
 
+def classify_on_device(litert_dir):
+    """The int8 .tflite (raw strings in, tokenizer inside) in the LiteRT runtime, as an app on a device runs it."""
+    import numpy as np
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+    from tensorflow_text import tflite_registrar
+
+    path = os.path.join(litert_dir, "model.tflite")
+    with open(os.path.join(litert_dir, "model.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    banner(f"On-device model: {meta['precision']} LiteRT, tokenizer inside ({os.path.getsize(path) / 1e6:.1f} MB)")
+    print(f"{path}\n{json.dumps({k: meta[k] for k in ('labels', 'inputs', 'outputs', 'max_seq_length')})}")
+    interpreter = InterpreterWithCustomOps(model_path=path, custom_op_registerers=tflite_registrar.SELECT_TFTEXT_OPS,
+                                           num_threads=2)
+    classify = interpreter.get_signature_runner("serving_default")
+    for text in ("I love this phone, best purchase ever!", "Worst customer service I have ever had."):
+        out = classify(text=np.array([text], dtype=object))
+        probs = ", ".join(f"{label} {p:.3f}" for label, p in zip(meta["labels"], out["probabilities"][0]))
+        print(f"  {out['labels'][0].decode()!r:12} <- {text!r}  ({probs})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(ROOT, "demo_out"))
@@ -110,12 +133,14 @@ def main():
     banner("Fine-tune MiniLM (trainers/finetune.py)")
     ckpt_dir = os.path.join(args.out, "model")
     export_base = os.path.join(args.out, "export")
+    litert_dir = os.path.join(args.out, "litert")
     run([
         py, "trainers/finetune.py", "--task=tsv", f"--data_dir={data_dir}", f"--init_checkpoint={model_dir}",
         f"--model_dir={ckpt_dir}", "--max_seq_length=64", "--train_batch_size=32", "--eval_batch_size=64",
         "--learning_rate=5e-5", f"--num_train_epochs={args.epochs}", "--warmup_proportion=0.1",
         f"--max_train_examples={args.max_train_examples}",
         "--do_train", "--do_eval", "--do_predict", f"--export_dir={export_base}",
+        f"--litert_export_dir={litert_dir}", "--litert_precision=int8", "--representative_examples=200",
     ])
     with open(os.path.join(ckpt_dir, "eval_results.json")) as f:
         print("dev metrics:", json.load(f))
@@ -155,6 +180,7 @@ def main():
     finally:
         server.terminate()
         server.wait(timeout=60)
+    classify_on_device(litert_dir)
     banner(f"Done in {time.time() - t0:.0f} s")
 
 
