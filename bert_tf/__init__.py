@@ -35,6 +35,9 @@ _EXPORTS = {
     "BertQuestionAnswerer": "question_answerer",
     "export_question_answerer": "question_answering_export",
     "export_classifier": "export",
+    # LiteRT (.tflite with the tokenizer inside) for devices and single-request CPU serving
+    "export_litert": "litert",
+    "LiteRTClassifier": "litert",
 }
 
 __all__ = sorted(_EXPORTS)
