@@ -37,9 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.encoder import BertEncoder
-from bert_tf.packer import INPUT_KEYS
-from bert_tf.preprocessor import BertPreprocessor
+from bert_tf.task_model import BertTaskModel
 
 
 def _is_text(inputs):
@@ -56,7 +54,7 @@ def _is_text(inputs):
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
-class BertClassifier(keras.Model):
+class BertClassifier(BertTaskModel):
     """BERT encoder + dropout + dense head on ``pooled_output``, with its preprocessor.
 
     Args:
@@ -102,20 +100,9 @@ class BertClassifier(keras.Model):
 
     def __init__(self, encoder, preprocessor=None, num_classes=2, labels=None, is_pair=False, dropout_rate=None,
                  initializer_range=None, **kwargs):
-        super().__init__(**kwargs)
-        # Raw strings pass through Keras untouched (no float conversion).
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = regression), got {num_classes}")
-        if preprocessor is not None and not isinstance(preprocessor, BertPreprocessor):
-            raise TypeError(f"preprocessor must be a bert_tf.BertPreprocessor, got {type(preprocessor).__name__}")
-        encoder_config = encoder.config if isinstance(encoder, BertEncoder) else None
-        if dropout_rate is None:
-            dropout_rate = encoder_config.hidden_dropout_prob if encoder_config else 0.1
-        if initializer_range is None:
-            initializer_range = encoder_config.initializer_range if encoder_config else 0.02
         if num_classes == 1:
             labels = None
         elif labels is None:
@@ -124,17 +111,11 @@ class BertClassifier(keras.Model):
             labels = [str(x) for x in labels]
             if len(labels) != num_classes:
                 raise ValueError(f"{len(labels)} labels {labels} for num_classes={num_classes}")
-        self.encoder = encoder
-        self.preprocessor = preprocessor
+        super().__init__(encoder, preprocessor, head_units=num_classes, dropout_rate=dropout_rate,
+                         initializer_range=initializer_range, **kwargs)
         self.num_classes = num_classes
         self.labels = labels
         self.is_pair = bool(is_pair)
-        self.dropout_rate = float(dropout_rate)
-        self.initializer_range = float(initializer_range)
-        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
-        self.head = keras.layers.Dense(
-            num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
-            name="logits")
 
     @property
     def is_regression(self):
@@ -153,23 +134,9 @@ class BertClassifier(keras.Model):
         return self.preprocessor(inputs)
 
     def call(self, inputs, training=None):
-        inputs = self.preprocess(inputs)
-        missing = [k for k in INPUT_KEYS if k not in inputs]
-        if missing:
-            raise ValueError(f"BertClassifier inputs lack {missing}; got {sorted(inputs)}")
-        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
+        outputs = self.encode(self.preprocess(inputs), training=training)
         x = self.dropout(outputs["pooled_output"], training=training)
         return keras.ops.cast(self.head(x), "float32")
-
-    def build(self, input_shape=None):
-        """Builds the encoder and the head (a model is usable for restoring weights once built)."""
-        if self.built:
-            return
-        dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
-        hidden = int(self.encoder(dummy, training=False)["pooled_output"].shape[-1])
-        if not self.head.built:
-            self.head.build((None, hidden))
-        self.built = True
 
     # --------------------------------------------------------------- outputs
     def outputs_from_logits(self, logits):
@@ -228,22 +195,5 @@ class BertClassifier(keras.Model):
     # ---------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "preprocessor": (keras.saving.serialize_keras_object(self.preprocessor)
-                             if self.preprocessor is not None else None),
-            "num_classes": self.num_classes,
-            "labels": self.labels,
-            "is_pair": self.is_pair,
-            "dropout_rate": self.dropout_rate,
-            "initializer_range": self.initializer_range,
-        })
+        config.update({"num_classes": self.num_classes, "labels": self.labels, "is_pair": self.is_pair})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        if config.get("preprocessor") is not None:
-            config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
-        return cls(**config)

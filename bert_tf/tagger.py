@@ -36,15 +36,14 @@ import keras
 import tensorflow as tf
 
 from bert_tf import tagging_ops
-from bert_tf.encoder import BertEncoder
-from bert_tf.packer import INPUT_KEYS
 from bert_tf.preprocessor import BertPreprocessor
+from bert_tf.task_model import BertTaskModel
 
 TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
-class BertTokenTagger(keras.Model):
+class BertTokenTagger(BertTaskModel):
     """BERT encoder + dropout + dense head on `sequence_output`, with its preprocessor and tag set.
 
     Args:
@@ -57,9 +56,6 @@ class BertTokenTagger(keras.Model):
 
     def __init__(self, encoder, preprocessor, labels, tag_scheme="IOB2", dropout_rate=None, initializer_range=None,
                  **kwargs):
-        super().__init__(**kwargs)
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
         if not isinstance(preprocessor, BertPreprocessor):
             raise TypeError(f"preprocessor must be a bert_tf.BertPreprocessor, got {type(preprocessor).__name__}")
         if tag_scheme not in TAG_SCHEMES:
@@ -67,42 +63,18 @@ class BertTokenTagger(keras.Model):
         labels = [str(x) for x in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be at least 2 distinct tags, got {labels}")
-        encoder_config = encoder.config if isinstance(encoder, BertEncoder) else None
-        if dropout_rate is None:
-            dropout_rate = encoder_config.hidden_dropout_prob if encoder_config else 0.1
-        if initializer_range is None:
-            initializer_range = encoder_config.initializer_range if encoder_config else 0.02
-        self.encoder = encoder
-        self.preprocessor = preprocessor
+        super().__init__(encoder, preprocessor, head_units=len(labels), dropout_rate=dropout_rate,
+                         initializer_range=initializer_range, head_name="tag_logits", **kwargs)
         self.labels = labels
         self.tag_scheme = tag_scheme
-        self.dropout_rate = float(dropout_rate)
-        self.initializer_range = float(initializer_range)
-        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
-        self.head = keras.layers.Dense(
-            len(labels), kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
-            name="tag_logits")
 
     @property
     def num_tags(self):
         return len(self.labels)
 
     def call(self, inputs, training=None):
-        missing = [k for k in INPUT_KEYS if k not in inputs]
-        if missing:
-            raise ValueError(f"BertTokenTagger inputs lack {missing}; got {sorted(inputs)}")
-        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
-        x = self.dropout(outputs["sequence_output"], training=training)
+        x = self.dropout(self.encode(inputs, training=training)["sequence_output"], training=training)
         return keras.ops.cast(self.head(x), "float32")
-
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
-        hidden = int(self.encoder(dummy, training=False)["sequence_output"].shape[-1])
-        if not self.head.built:
-            self.head.build((None, None, hidden))
-        self.built = True
 
     # ------------------------------------------------------------- words
     def pack_words(self, words, packer=None):
@@ -135,22 +107,8 @@ class BertTokenTagger(keras.Model):
     # ---------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
-            "labels": self.labels,
-            "tag_scheme": self.tag_scheme,
-            "dropout_rate": self.dropout_rate,
-            "initializer_range": self.initializer_range,
-        })
+        config.update({"labels": self.labels, "tag_scheme": self.tag_scheme})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
-        return cls(**config)
 
 
 def _entity_outputs(text, words, starts, ends, tagged, entities, labels):
