@@ -1,7 +1,7 @@
 """The task model flows unchanged from training to `.keras` to export.
 
-* `.keras` round trip of the classifier with its preprocessor, loaded in a fresh process after the vocab
-  file is deleted: same outputs on raw strings and pairs.
+* `.keras` round trip of the classifier and the tagger with their preprocessors, loaded in a fresh process
+  after the vocab file is deleted: same outputs on raw strings (and pairs).
 * The classifier on raw strings, on string pairs and on token ids gives the same logits.
 * Export from a loaded `.keras` task model (library and `trainers/export.py`) gives a SavedModel equal in
   signatures and outputs to the export of the in-memory model.
@@ -102,6 +102,38 @@ def _signature_summary(path):
         outputs = {k: v.dtype.name for k, v in fn.structured_outputs.items()}
         out[name] = (inputs, outputs)
     return loaded, out
+
+
+_TAGGER_SCRIPT = r"""
+import json, sys
+import keras, tensorflow as tf
+import bert_tf
+model = keras.saving.load_model(sys.argv[1])
+out = model.tag_text(tf.constant(json.loads(sys.argv[2])))
+print(json.dumps({"tags": [[t.decode() for t in row] for row in out["tags"].numpy()],
+                  "entity_start": out["entity_start"].numpy().tolist(), "labels": model.labels,
+                  "scheme": model.tag_scheme}))
+"""
+
+
+def test_tagger_keras_round_trip_in_a_fresh_process_without_the_vocab_file(own_vocab, tmp_path):
+    keras.utils.set_random_seed(1)
+    config = bert_tf.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64)
+    tagger = bert_tf.BertTokenTagger(bert_tf.BertEncoder(config),
+                                     bert_tf.BertPreprocessor(own_vocab, seq_length=16, dynamic_padding=True),
+                                     labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], tag_scheme="IOB2")
+    want = tagger.tag_text(tf.constant(TEXTS))
+    path = str(tmp_path / "tagger.keras")
+    tagger.save(path)
+    shutil.rmtree(os.path.dirname(own_vocab))
+    proc = subprocess.run([sys.executable, "-c", _TAGGER_SCRIPT, path, json.dumps(TEXTS)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT), cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["tags"] == [[t.decode() for t in row] for row in want["tags"].numpy()]
+    assert got["entity_start"] == want["entity_start"].numpy().tolist()
+    assert (got["labels"], got["scheme"]) == (tagger.labels, "IOB2")
 
 
 @pytest.mark.parametrize("num_classes", [3, 1])
