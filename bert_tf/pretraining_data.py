@@ -67,7 +67,8 @@ serializing `tf.train.Example` protos 28% -> hand-written wire bytes
 (`ExampleEncoder`), pair sampling 15% (truncation cut once), TFRecord framing
 ~1% (CRC32C via crcmod, in the workers), tokenization ~3% of the old total (now
 ~20% of the CPU, in the main process, overlapped with the workers). About 40 us
-of CPU per instance in a worker, against ~200 us before; and parallel at any
+of CPU per instance in a worker, against ~100 us before (measured with the
+same corpus and flags, no profiler); and parallel at any
 corpus size, where before one input file meant one process.
 
 Example (a tiny corpus; `python trainers/create_pretraining_data.py` wraps this):
