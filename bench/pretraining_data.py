@@ -19,6 +19,7 @@ this 2-core machine) and Beam/local. With --megabytes_small, Beam also runs on a
 corpus, to show its per-worker memory does not grow with the corpus.
 
     .venv/bin/python bench/pretraining_data.py [--megabytes 54] [--megabytes_small 14] [--num_files 4]
+        [--beam_only_megabytes 108] [--beam_write_to_tfrecord]
 
 Wall-clock figures are noisy when other work shares the cores; CPU seconds less so.
 """
@@ -49,6 +50,9 @@ flags.DEFINE_integer("num_files", 4, "Input files (and output files/shards).")
 flags.DEFINE_integer("beam_workers", 2, "--direct_num_workers for Beam.")
 flags.DEFINE_bool("run_local", True, "Run the local tool.")
 flags.DEFINE_bool("run_beam", True, "Run the Beam pipeline.")
+flags.DEFINE_bool("beam_write_to_tfrecord", False,
+                  "Beam writes through WriteToTFRecord (a shuffle; FnApiRunner keeps it in memory) instead of "
+                  "task-owned shards.")
 flags.DEFINE_string("work_dir", None, "Where corpora and records go (default: a temporary directory).")
 
 ANCHOR = 1764.0  # Google's create_pretraining_data.py, instances/s, 54 MB, dupe 10, seq 128 (issue #14)
@@ -211,7 +215,8 @@ def main(argv):
             res = run_measured([sys.executable, PROGRAM, "--runner=FnApiRunner",
                                 f"--direct_num_workers={FLAGS.beam_workers}",
                                 "--direct_running_mode=multi_processing", f"--input_file={corpus}/part-*.txt",
-                                f"--output_file={beam_dir}/pt", f"--num_output_shards={n}", *google])
+                                f"--output_file={beam_dir}/pt", f"--num_output_shards={n}", *google,
+                                f"--beam_write_to_tfrecord={FLAGS.beam_write_to_tfrecord}"])
             per = res[5]
             workers = sorted(((rss, c) for rss, cmd, c in per.values() if "sdk_worker_main" in cmd), reverse=True)
             runner = max(((rss, c) for rss, cmd, c in per.values() if PROGRAM in cmd), default=(0, 0.0))
