@@ -99,3 +99,22 @@ def test_export_program_from_keras_model(run_dir, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "--representative_file" in proc.stdout + proc.stderr
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_export_program_from_checkpoint_dir(run_dir, tmp_path):
+    """--model_dir: a from_pretrained directory with a Google-named classifier head, flags for the rest."""
+    import keras
+
+    model = keras.saving.load_model(run_dir / "model" / "model.keras")
+    vocab = model.preprocessor.save_vocabulary(str(tmp_path / "vocab.txt"))
+    ckpt = str(tmp_path / "ckpt")
+    bert_tf.save_pretrained(model.encoder, ckpt, vocab, lower_case=True, extra_weights=model.head_weights())
+    _run("export.py", [f"--model_dir={ckpt}", "--labels=negative,neutral,positive", "--max_seq_length=48",
+                       f"--litert_export_dir={tmp_path / 'lite'}", "--litert_precision=float32"])
+    meta = litert.read_metadata(tmp_path / "lite")
+    assert meta["labels"] == ["negative", "neutral", "positive"] and meta["max_seq_length"] == 48
+    texts = _dev_texts(run_dir)[:40]
+    pre = model.preprocessor.with_padding(dynamic_padding=True)
+    want = model.outputs_from_logits(model(pre(tf.constant(texts)), training=False))["probabilities"].numpy()
+    got = litert.LiteRTClassifier(tmp_path / "lite").predict(texts)["probabilities"]
+    np.testing.assert_allclose(got, want, atol=1e-4)
