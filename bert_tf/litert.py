@@ -157,18 +157,10 @@ class LiteRTTextModel(tf.Module):
         return self.preprocessor.features(*texts)
 
     def logits(self, features):
-        """Encoder + head on the features (the encoder's own layers; the attention bias built with
-        reshape, since the Keras layer's ``[:, None, None, :]`` has no LiteRT kernel)."""
         model, encoder = self._model, self._model.encoder
         if not isinstance(encoder, BertEncoder):
             return tf.cast(model({k: features[k] for k in INPUT_KEYS}, training=False), tf.float32)
-        mask = features["input_mask"]
-        shape = tf.shape(mask)
-        bias = tf.reshape((1.0 - tf.cast(mask, tf.float32)) * _MASK_BIAS, [shape[0], 1, 1, shape[1]])
-        x = encoder.embeddings(features["input_word_ids"], features["input_type_ids"], training=False)
-        for block in encoder.transformer_layers:
-            x = block(x, bias, training=False)
-        pooled = tf.cast(encoder.pooler(x), tf.float32)
+        pooled = tf.cast(encoder.pooler(encoder_sequence_output(encoder, features)), tf.float32)
         return tf.cast(model.head(model.dropout(pooled, training=False)), tf.float32)
 
     def outputs(self, *texts):
@@ -188,28 +180,47 @@ def _texts_columns(texts, is_pair):
     return [[str(t) for t in texts]]
 
 
+def encoder_sequence_output(encoder, features):
+    """`BertEncoder`'s sequence output from its own layers, with the attention bias built by reshape (the
+    Keras layer's ``[:, None, None, :]`` is a StridedSlice with new axes, which has no LiteRT kernel)."""
+    mask = features["input_mask"]
+    shape = tf.shape(mask)
+    bias = tf.reshape((1.0 - tf.cast(mask, tf.float32)) * _MASK_BIAS, [shape[0], 1, 1, shape[1]])
+    x = encoder.embeddings(features["input_word_ids"], features["input_type_ids"], training=False)
+    for block in encoder.transformer_layers:
+        x = block(x, bias, training=False)
+    return x
+
+
 def convert(model, precision="int8", representative_texts=None, seq_length=None):
     """The .tflite bytes of a `BertClassifier` (raw strings in), at `precision` (one of `PRECISIONS`).
 
     `representative_texts` (strings, or (a, b) pairs for pair models) calibrate `int8` activations; each is
     run alone (batch 1, as served on a device).
     """
+    module = LiteRTTextModel(model, seq_length=seq_length)
+    warm = _texts_columns([("a", "b")] if module.is_pair else ["a"], module.is_pair)
+    module.serving_default(*[tf.constant(c) for c in warm])  # variables exist before export
+    endpoints = {"serving_default": module.serving_default, "tokenize": module.tokenize}
+    return convert_module(module, endpoints, precision, representative_texts), module
+
+
+def convert_module(module, endpoints, precision, representative_texts=None):
+    """Converts the tf.functions `endpoints` of `module` (its `input_names`, `is_pair`) at `precision`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not representative_texts:
         raise ValueError("int8 needs representative_texts (real training texts) to calibrate activations")
-    module = LiteRTTextModel(model, seq_length=seq_length)
-    warm = _texts_columns([("a", "b")] if module.is_pair else ["a"], module.is_pair)
-    module.serving_default(*[tf.constant(c) for c in warm])  # variables exist before export
     with tempfile.TemporaryDirectory(prefix="bert_tf_litert_") as tmp:
-        converter = _converter(tmp, {"serving_default": module.serving_default, "tokenize": module.tokenize})
+        converter = _converter(tmp, endpoints)
         if precision == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif precision == "dynamic_int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif precision == "int8":
-            columns = _texts_columns(representative_texts, module.is_pair)
+            is_pair = getattr(module, "is_pair", False)
+            columns = _texts_columns(representative_texts, is_pair)
 
             def representative_dataset():
                 for i in range(len(columns[0])):
@@ -219,8 +230,8 @@ def convert(model, precision="int8", representative_texts=None, seq_length=None)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset)
             converter._experimental_calibrate_only = True
-            return _quantize_calibrated(converter.convert()), module
-        return converter.convert(), module
+            return _quantize_calibrated(converter.convert())
+        return converter.convert()
 
 
 def _quantize_calibrated(calibrated):
