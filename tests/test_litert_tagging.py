@@ -59,7 +59,9 @@ def test_tagger_tflite_matches_keras_words(tagger, tmp_path):
 
 
 def test_tagger_tflite_cuts_long_text_and_runs_quantized(tagger, tmp_path):
-    path = litert_tagging.export_litert_tagger(tagger, tmp_path / "q", precision="dynamic_int8")
+    path = litert_tagging.export_litert_tagger(tagger, tmp_path / "q", precision="int8",
+                                               representative_texts=datasets.real_sentences(30))
+    assert litert.read_metadata(tmp_path / "q")["representative_examples"] == 30
     runner = litert.load_interpreter(path).get_signature_runner("serving_default")
     out = runner(text=np.array(["Paris " * 100, "Ana"], dtype=object))
     assert out["num_pieces"].tolist() == [62, 1]
