@@ -109,7 +109,7 @@ def export_litert_tagger(tagger, export_dir, precision="dynamic_int8", represent
         "task": task,
         "precision": precision,
         "labels": module.labels,
-        "tag_scheme": getattr(tagger, "tag_scheme", None),
+        "tag_scheme": tagger.tag_scheme,
         "signatures": {"serving_default": {"inputs": module.input_names, "outputs": module.output_names}},
         "inputs": module.input_names,
         "outputs": module.output_names,

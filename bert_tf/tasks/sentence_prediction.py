@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from bert_tf import export as export_lib
-from bert_tf import glue
+from bert_tf import glue, litert
 from bert_tf import metrics as metrics_lib
 from bert_tf.classifier import BertClassifier
 from bert_tf.tasks.base import FinetuningTask, in_example_order, token_id_predictor
@@ -199,8 +199,6 @@ class SentencePredictionTask(FinetuningTask):
     def export_litert(self, model, export_dir, precision="int8", representative_examples=200):
         """`<export_dir>/model.tflite` + `model.json` (`bert_tf.litert`): raw text in, the same outputs as the
         serving export; full `int8` is calibrated on `representative_examples` training texts."""
-        from bert_tf import litert
-
         texts = self.representative_texts(representative_examples) if precision == "int8" else None
         return litert.export_litert(model, export_dir, precision=precision, representative_texts=texts,
                                     task=self.name)

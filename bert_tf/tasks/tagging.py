@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bert_tf import conll
+from bert_tf import conll, litert_tagging
 from bert_tf.tagger import BertTokenTagger
 from bert_tf.tagging_export import export_tagger
 from bert_tf.tagging_ops import word_labels
@@ -203,4 +203,14 @@ class TaggingTask(FinetuningTask):
 
     def export(self, model, export_dir):
         return export_tagger(model, export_dir, task=self.name)
+
+    def export_litert(self, model, export_dir, precision="int8", representative_examples=200):
+        """`<export_dir>/model.tflite` + `model.json` (`bert_tf.litert_tagging`): raw text in, per-wordpiece tags
+        and UTF-8 byte offsets out; full `int8` is calibrated on `representative_examples` training sentences."""
+        texts = None
+        if precision == "int8":
+            sentences = self.examples("train")
+            keep = sorted(np.random.default_rng(0).permutation(len(sentences))[:int(representative_examples)])
+            texts = [" ".join(sentences[i].words) for i in keep]
+        return litert_tagging.export_litert_tagger(model, export_dir, precision, texts, task=self.name)
 
