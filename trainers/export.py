@@ -1,7 +1,7 @@
 r"""Export a fine-tuned BERT task model for TF Serving (thin program over `bert_tf.export`).
 
-From the task model that `trainers/finetune.py` saves (`<model_dir>/model.keras`: encoder, preprocessor
-with its vocabulary, head, labels, task kind — nothing else is read):
+From the task model that `trainers/finetune.py` saves (`<model_dir>/model.keras` of a classifier, a tagger or
+a question answerer: encoder, preprocessor with its vocabulary, head, labels, task kind — nothing else is read):
 
     python trainers/export.py --keras_model=/tmp/run/model.keras --export_base=/tmp/models/bert
 
@@ -27,6 +27,7 @@ Writes `<export_base>/<version>/` atomically (a server polling `export_base` nev
 `<litert_export_dir>/model.tflite` + `model.json` the same way.
 """
 
+import csv
 import json
 import os
 import sys
@@ -36,10 +37,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import bert_tf  # noqa: E402
 from bert_tf import export as export_lib  # noqa: E402
+from bert_tf import litert, litert_tagging  # noqa: E402
+from bert_tf.question_answerer import BertQuestionAnswerer  # noqa: E402
+from bert_tf.question_answering_export import export_question_answerer  # noqa: E402
+from bert_tf.tagger import BertTokenTagger  # noqa: E402
+from bert_tf.tagging_export import export_tagger  # noqa: E402
 
 flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
 flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
@@ -102,10 +109,6 @@ def classifier_from_checkpoint(pretrained, model_dir):
 def representative_texts(path, n, is_pair, seed=0):
     """`n` texts of `path` (a fixed random sample, file order): lines of a text file, or the --text_column
     (+ --text_b_column for pair models) of a .tsv/.csv with a header row."""
-    import csv
-
-    import numpy as np
-
     with open(path, encoding="utf-8", newline="") as f:
         if path.endswith((".tsv", ".csv")):
             rows = list(csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ","))
@@ -124,6 +127,32 @@ def representative_texts(path, n, is_pair, seed=0):
         raise app.UsageError(f"--representative_file={path} holds no texts")
     keep = sorted(np.random.default_rng(seed).permutation(len(texts))[:n].tolist())
     return [texts[i] for i in keep]
+
+
+def serving_export(model, task):
+    """The serving SavedModel of a task model: `<export_base>/<version>/`."""
+    options = dict(version=FLAGS.version, overwrite=FLAGS.overwrite)
+    if isinstance(model, BertTokenTagger):
+        return export_tagger(model, FLAGS.export_base, task=task or "tagging", **options)
+    if isinstance(model, BertQuestionAnswerer):
+        return export_question_answerer(model, FLAGS.export_base, task=task or "squad", **options)
+    return export_lib.export_classifier(model, FLAGS.export_base, task=task,
+                                        pad_to_multiple_of=FLAGS.pad_to_multiple_of, **options)
+
+
+def litert_export(model, task):
+    """`<litert_export_dir>/model.tflite` + `model.json` of a classifier or a tagger."""
+    texts = None
+    if FLAGS.litert_precision == "int8":
+        is_pair = isinstance(model, bert_tf.BertClassifier) and model.is_pair
+        texts = representative_texts(FLAGS.representative_file, FLAGS.representative_examples, is_pair)
+    if isinstance(model, BertTokenTagger):
+        return litert_tagging.export_litert_tagger(model, FLAGS.litert_export_dir, FLAGS.litert_precision, texts,
+                                                   task=task or "tagging")
+    if isinstance(model, BertQuestionAnswerer):
+        raise app.UsageError("no LiteRT export for question-answering models yet")
+    return litert.export_litert(model, FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
+                                representative_texts=texts, task=task)
 
 
 def main(argv):
@@ -152,22 +181,12 @@ def main(argv):
             model, legacy_task = classifier_from_checkpoint(pretrained, FLAGS.model_dir)
             preprocessor, task = model.preprocessor, task or legacy_task
     if FLAGS.export_base:
-        path = export_lib.export_classifier(model, FLAGS.export_base, version=FLAGS.version, task=task,
-                                            pad_to_multiple_of=FLAGS.pad_to_multiple_of, overwrite=FLAGS.overwrite)
-        print(f"exported serving model to {path}", flush=True)
+        print(f"exported serving model to {serving_export(model, task)}", flush=True)
     if FLAGS.hub_dir:
         pre_dir, enc_dir = export_lib.export_hub_style(preprocessor, encoder, FLAGS.hub_dir)
         print(f"exported TF Hub-style preprocessing to {pre_dir} and encoder to {enc_dir}", flush=True)
     if FLAGS.litert_export_dir:
-        from bert_tf import litert
-
-        texts = None
-        if FLAGS.litert_precision == "int8":
-            texts = representative_texts(FLAGS.representative_file, FLAGS.representative_examples, model.is_pair)
-        path = litert.export_litert(model, FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
-                                    representative_texts=texts, task=task)
-        print(f"exported LiteRT model to {path}", flush=True)
-
+        print(f"exported LiteRT model to {litert_export(model, task)}", flush=True)
 
 if __name__ == "__main__":
     app.run(main)
