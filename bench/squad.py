@@ -110,11 +110,16 @@ def ours_finetune(train_file, dev_file, tmp):
 
 
 # ----------------------------------------------------------------------------- Hugging Face
+def hf_overlap():
+    """HF's `stride` is the overlap of consecutive windows; Google's doc_stride is the step between their
+    starts, with room = seq_length - question pieces - 3. A typical question has ~16 pieces."""
+    return max(0, FLAGS.seq_length - 3 - 16 - FLAGS.doc_stride)
+
+
 def hf_features(tokenizer, examples, with_labels):
-    """HF fast tokenizer windows (overlap = seq - question - 3 - doc_stride, i.e. Google's step), with
-    labels from the offsets."""
+    """HF fast tokenizer windows (overlap `hf_overlap()`: about Google's step), labels from the offsets."""
     enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
-                    max_length=FLAGS.seq_length, stride=max(0, FLAGS.seq_length - 64 - 3 - FLAGS.doc_stride),
+                    max_length=FLAGS.seq_length, stride=hf_overlap(),
                     return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
     mapping = enc["overflow_to_sample_mapping"]
     starts, ends = [], []
@@ -230,12 +235,13 @@ def hf_answer(model, tok, questions, contexts, max_answer_len=30):
     """What transformers' question-answering pipeline did (removed in transformers 5): fast-tokenizer windows
     with offsets, one forward pass, per window softmax of start and end logits over the context tokens, the
     best (start, end) by p_start * p_end with end >= start and at most `max_answer_len` tokens, the best
-    window wins; the answer is the context cut at the tokens' character offsets."""
+    window wins; the answer is the context cut at the character offsets of the tokens' words (the pipeline's
+    default `align_to_words=True`)."""
     import numpy as np
     import torch
 
     enc = tok(questions, contexts, truncation="only_second", max_length=FLAGS.seq_length,
-              stride=max(0, FLAGS.seq_length - 64 - 3 - FLAGS.doc_stride), return_overflowing_tokens=True,
+              stride=hf_overlap(), return_overflowing_tokens=True,
               return_offsets_mapping=True, padding="longest", return_tensors="pt")
     with torch.no_grad():
         out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
@@ -252,8 +258,10 @@ def hf_answer(model, tok, questions, contexts, max_answer_len=30):
         scores = np.where(band & ctx[:, None] & ctx[None, :], np.outer(ps, pe), 0.0)
         s, t = np.unravel_index(np.argmax(scores), scores.shape)
         if scores[s, t] > best[e][0]:
-            offsets = enc["offset_mapping"][i]
-            best[e] = (float(scores[s, t]), contexts[e][int(offsets[s][0]):int(offsets[t][1])])
+            # align_to_words (the pipeline's default): the answer covers the whole words of its tokens
+            a = enc.word_to_chars(i, enc.token_to_word(i, int(s)), sequence_index=1).start
+            b = enc.word_to_chars(i, enc.token_to_word(i, int(t)), sequence_index=1).end
+            best[e] = (float(scores[s, t]), contexts[e][a:b])
     return [text for _, text in best]
 
 
