@@ -201,7 +201,8 @@ class QuestionAnsweringTask(FinetuningTask):
             for k, v in arrays.items():
                 parts[k].append(np.pad(v, [(0, 0), (0, L - v.shape[1])], constant_values=fill[k]))
             parts["example_index"].append(w["example_index"].numpy())
-        return {k: np.concatenate(v) if v else np.zeros((0, L)) for k, v in parts.items()}
+        return {k: np.concatenate(v) if v else np.zeros((0,) if k == "example_index" else (0, L), np.int32)
+                for k, v in parts.items()}
 
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"spans": Google's n-best per question, "windows": number of windows}` in example order.
