@@ -40,9 +40,9 @@ best span starts or ends with a non-initial wordpiece).
 import keras
 import tensorflow as tf
 
-from bert_tf.encoder import BertEncoder
 from bert_tf.packer import INPUT_KEYS
 from bert_tf.preprocessor import BertPreprocessor
+from bert_tf.task_model import BertTaskModel
 
 _NEG = -1e9  # logit of positions that can never be an answer (padding)
 
@@ -57,7 +57,7 @@ def _first_true(mask, axis=-1):
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
-class BertQuestionAnswerer(keras.Model):
+class BertQuestionAnswerer(BertTaskModel):
     """BERT encoder + span head, with its preprocessor and SQuAD settings.
 
     Args:
@@ -79,17 +79,12 @@ class BertQuestionAnswerer(keras.Model):
 
     def __init__(self, encoder, preprocessor, max_query_length=64, doc_stride=128, version_2_with_negative=False,
                  n_best_size=20, max_answer_length=30, null_score_diff_threshold=0.0, initializer_range=None,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
+                 dropout_rate=0.0, **kwargs):
         if not isinstance(preprocessor, BertPreprocessor):
             raise TypeError(f"preprocessor must be a bert_tf.BertPreprocessor, got {type(preprocessor).__name__}")
-        encoder_config = encoder.config if isinstance(encoder, BertEncoder) else None
-        if initializer_range is None:
-            initializer_range = encoder_config.initializer_range if encoder_config else 0.02
-        self.encoder = encoder
-        self.preprocessor = preprocessor
+        # Google's span head has no dropout of its own (the encoder's applies): dropout_rate 0 by default.
+        super().__init__(encoder, preprocessor, head_units=2, dropout_rate=dropout_rate,
+                         initializer_range=initializer_range, head_name="span_logits", **kwargs)
         self.seq_length = int(preprocessor.seq_length)
         self.max_query_length = int(max_query_length)
         self.doc_stride = int(doc_stride)
@@ -102,29 +97,12 @@ class BertQuestionAnswerer(keras.Model):
         self.n_best_size = int(n_best_size)
         self.max_answer_length = int(max_answer_length)
         self.null_score_diff_threshold = float(null_score_diff_threshold)
-        self.initializer_range = float(initializer_range)
-        self.head = keras.layers.Dense(
-            2, kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range),
-            name="span_logits")
 
     # ------------------------------------------------------------------ model
     def call(self, inputs, training=None):
-        missing = [k for k in INPUT_KEYS if k not in inputs]
-        if missing:
-            raise ValueError(f"BertQuestionAnswerer inputs lack {missing}; got {sorted(inputs)} "
-                             "(raw text goes through featurize() or answer())")
-        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
-        logits = keras.ops.cast(self.head(outputs["sequence_output"]), "float32")
+        sequence = self.dropout(self.encode(inputs, training=training)["sequence_output"], training=training)
+        logits = keras.ops.cast(self.head(sequence), "float32")
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
-
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        dummy = {k: tf.zeros([1, 2], tf.int32) for k in INPUT_KEYS}
-        hidden = int(self.encoder(dummy, training=False)["sequence_output"].shape[-1])
-        if not self.head.built:
-            self.head.build((None, None, hidden))
-        self.built = True
 
     # ------------------------------------------------------------------ features (in the graph)
     def featurize(self, questions, contexts, answer_start=None, answer_end=None, example_index=None,
@@ -334,21 +312,11 @@ class BertQuestionAnswerer(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
             "max_query_length": self.max_query_length,
             "doc_stride": self.doc_stride,
             "version_2_with_negative": self.version_2_with_negative,
             "n_best_size": self.n_best_size,
             "max_answer_length": self.max_answer_length,
             "null_score_diff_threshold": self.null_score_diff_threshold,
-            "initializer_range": self.initializer_range,
         })
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
-        return cls(**config)
