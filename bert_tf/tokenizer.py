@@ -344,7 +344,10 @@ class BertTokenizer(keras.layers.Layer):
             return tf.RaggedTensor.from_tensor(tf.cast(chars, tf.int64), lengths=byte_offsets.row_lengths())
 
         starts, ends = to_chars(byte_starts), to_chars(byte_ends)
-        keep = tf.logical_not(tf.strings.regex_full_match(self.normalize_text(words), " *"))
+        # A word normalises to nothing iff it is only characters Google deletes (and, uncased, accent marks):
+        # checked on the raw word instead of normalising every word twice (tokenize_words normalises them).
+        empty = "(?:" + r["remove"] + ("|" + r["mn"] if self.lower_case else "") + ")*"
+        keep = tf.logical_not(tf.strings.regex_full_match(tf.strings.regex_replace(words, r"\x00", "\x01"), empty))
         return (tf.ragged.boolean_mask(words, keep), tf.ragged.boolean_mask(starts, keep),
                 tf.ragged.boolean_mask(ends, keep))
 
