@@ -173,7 +173,7 @@ def main(argv):
     else:
         pretrained = bert_tf.from_pretrained(FLAGS.model_dir)
         encoder = pretrained.encoder
-        lower = _pick(FLAGS.lower_case, {}, "", pretrained.lower_case)
+        lower = FLAGS.lower_case if FLAGS.lower_case is not None else pretrained.lower_case
         preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=True if lower is None else lower,
                                                 seq_length=FLAGS.max_seq_length or 128)
         model = None
