@@ -10,10 +10,10 @@ training and prediction and inside the serving export), with Google's
 run_squad.py rules:
 
 * the question's wordpieces are cut to `max_query_length`;
-* the context is split into Google's words with code-point offsets
-  (`BertTokenizer.split_words`) and each word into wordpieces
-  (`tokenize_words`); every context token carries its word's offsets into the
-  original text, so an answer is always an exact substring of the context;
+* the context is tokenized with each piece's word offsets
+  (`BertTokenizer.tokenize_with_word_offsets`: Google's words, code points):
+  every context token carries its word's span in the original text, so an
+  answer is always an exact substring of the context;
 * windows `[CLS] question [SEP] context[s : s + m] [SEP]` with
   `m = seq_length - len(question) - 3`, window starts `0, k, 2k, ...`
   (`k = min(doc_stride, m)`) until a window reaches the end of the context;
@@ -129,17 +129,12 @@ class BertQuestionAnswerer(BertTaskModel):
         # Question: the tokenizer's ids, cut to max_query_length.
         q_ids, q_len = tok.tokenize_dense(questions, width=self.max_query_length)
         q_len = tf.minimum(q_len, self.max_query_length)
-        # Context: words with code-point offsets, then their pieces.
-        words, starts, ends = tok.split_words(contexts)
-        pieces = tok.tokenize_words(words)  # [B, (W), (P)]
-        piece_word = tf.cast(pieces.values.value_rowids(), tf.int32)  # global word index of each piece
-        ctx = pieces.merge_dims(1, 2)  # [B, (N)]
-        ctx_cs = ctx.with_flat_values(tf.cast(tf.gather(starts.flat_values, piece_word), tf.int32))
-        ctx_ce = ctx.with_flat_values(tf.cast(tf.gather(ends.flat_values, piece_word), tf.int32))
+        # Context: pieces, each with the code-point span of its word.
+        ctx, ctx_cs, ctx_ce = tok.tokenize_with_word_offsets(contexts)  # [B, (N)]
         n = tf.cast(ctx.row_lengths(), tf.int32)
         ctx_ids = ctx.to_tensor(default_value=0)
-        ctx_cs_d = ctx_cs.to_tensor(default_value=-1)
-        ctx_ce_d = ctx_ce.to_tensor(default_value=-1)
+        ctx_cs_d = tf.cast(ctx_cs.to_tensor(default_value=-1), tf.int32)
+        ctx_ce_d = tf.cast(ctx_ce.to_tensor(default_value=-1), tf.int32)
         n_max = tf.shape(ctx_ids, out_type=tf.int32)[1]
 
         # Windows (Google's loop in closed form; an empty context still gets one window).

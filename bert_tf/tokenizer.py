@@ -236,15 +236,18 @@ class BertTokenizer(keras.layers.Layer):
         self._re = _regexes()
         # ASCII rows: tf-text's own normaliser is exact there, and the
         # 200-byte word limit is Google's 200-character limit.
-        self._ascii_tokenizer = tf_text.FastBertTokenizer(
+        self._ascii_normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=self.lower_case)
+        self._ascii_wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=wp_vocab, max_bytes_per_word=MAX_CHARS_PER_WORD, token_out_type=tf.int32,
-            unknown_token="[UNK]", lower_case_nfd_strip_accents=self.lower_case)
+            unknown_token="[UNK]", no_pretokenization=False)
         # Other rows: normalised and split into words by our own ops, then
         # WordPiece. Words over 200 characters are already replaced, and a
         # 200-character word has at most 800 UTF-8 bytes.
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=wp_vocab, max_bytes_per_word=4 * MAX_CHARS_PER_WORD, token_out_type=tf.int32,
             unknown_token="[UNK]", no_pretokenization=True)
+        # Which ids are word continuations ("##..."): where the ASCII fast path's words begin.
+        self._continuation = tf.constant([t.startswith("##") for t in wp_vocab], tf.bool)
         self.built = True
 
     def get_config(self):
@@ -287,29 +290,71 @@ class BertTokenizer(keras.layers.Layer):
         strings = tf.reshape(tf.convert_to_tensor(strings, dtype=tf.string), [-1])
         # Fast rows: printable ASCII plus TAB/LF/CR. (tf-text splits words at
         # other control characters, where Google deletes them.)
-        is_ascii = tf.strings.regex_full_match(strings, r"[\t\n\r -~]*")
-        positions = tf.range(tf.shape(strings, out_type=tf.int32)[0])
-        ascii_pos = tf.boolean_mask(positions, is_ascii)
-        other_pos = tf.boolean_mask(positions, tf.logical_not(is_ascii))
-        ascii_ids = self._ascii_tokenizer.tokenize(tf.gather(strings, ascii_pos))
+        ascii_pos, other_pos, inverse = self._route(strings, self._is_printable_ascii(strings))
+        ascii_ids = self._ascii_pieces(tf.gather(strings, ascii_pos))
         # Split on the spaces our normaliser left (tf-text's own splitter would
         # also split on characters its newer ICU tables call punctuation).
         other_words = tf.strings.split(self.normalize_text(tf.gather(strings, other_pos)))
         other_ids = self._wordpiece.tokenize(other_words).merge_dims(-2, -1)
-        ascii_len = tf.cast(ascii_ids.row_lengths(), tf.int32)
-        other_len = tf.cast(other_ids.row_lengths(), tf.int32)
+        ids = tf.gather(tf.concat([ascii_ids, other_ids], axis=0), inverse)  # back in input order
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
         if width is None:
-            width = tf.maximum(tf.reduce_max(tf.concat([ascii_len, other_len, [0]], 0)), 0)
-        ascii_dense = ascii_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(ascii_pos), width]))
-        other_dense = other_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(other_pos), width]))
-        # Put the rows back in input order (each row is written exactly once).
-        index = tf.concat([ascii_pos, other_pos], 0)[:, tf.newaxis]
-        batch = tf.shape(strings, out_type=tf.int32)[0]
-        dense = tf.scatter_nd(index, tf.concat([ascii_dense, other_dense], 0), tf.stack([batch, width]))
-        lengths = tf.scatter_nd(index, tf.concat([ascii_len, other_len], 0), [batch])
+            width = tf.maximum(tf.reduce_max(tf.concat([lengths, [0]], 0)), 0)
+        dense = ids.to_tensor(default_value=0, shape=tf.stack([tf.shape(strings, out_type=tf.int32)[0], width]))
         if isinstance(width, int):
             dense = tf.ensure_shape(dense, [None, width])
         return dense, lengths
+
+    def _ascii_pieces(self, strings):
+        """Printable-ASCII strings [N] -> ids [N, (P)]: FastBertTokenizer's normaliser and WordPiece."""
+        return self._ascii_wordpiece.tokenize(self._ascii_normalizer.normalize(strings))
+
+    def _is_printable_ascii(self, strings):
+        """Rows (or words) the FastBertTokenizer path handles exactly: printable ASCII plus TAB/LF/CR."""
+        return tf.strings.regex_full_match(strings, r"[\t\n\r -~]*")
+
+    @staticmethod
+    def _route(strings, fast):
+        """Positions of the rows where `fast` holds and of the others, and the permutation that undoes
+        `concat([fast rows, other rows])`."""
+        positions = tf.range(tf.shape(strings, out_type=tf.int32)[0])
+        fast_pos = tf.boolean_mask(positions, fast)
+        other_pos = tf.boolean_mask(positions, tf.logical_not(fast))
+        return fast_pos, other_pos, tf.math.invert_permutation(tf.concat([fast_pos, other_pos], 0))
+
+    def tokenize_with_word_offsets(self, strings):
+        """strings [B] -> (ids int32, word_starts int64, word_ends int64), each ragged [B, (N)].
+
+        The ids equal `tokenizer(strings)`; each piece carries the code-point span of
+        the word it belongs to (the words of `split_words`), so in Python
+        `text[word_starts[i]:word_ends[i]]` is the whole word of piece i.
+        Printable-ASCII rows take one FastBertTokenizer op (byte offsets are code
+        points there; a word starts at every piece that is not a "##" continuation);
+        the others `split_words` + `tokenize_words`.
+        """
+        strings = tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]),
+                                               "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
+        fast_pos, other_pos, inverse = self._route(strings, self._is_printable_ascii(strings))
+        # Normalising printable ASCII keeps every byte in place, so offsets into the normalised text are
+        # offsets into the input (FastBertTokenizer.tokenize_with_offsets maps them back with a ragged
+        # gather that costs ~6 ms per call inside tf.data).
+        ids, starts, ends = self._ascii_wordpiece.tokenize_with_offsets(
+            self._ascii_normalizer.normalize(tf.gather(strings, fast_pos)))
+        first = tf.logical_not(tf.gather(self._continuation, ids.flat_values))
+        word = tf.cumsum(tf.cast(first, tf.int32)) - 1  # every row starts with a word's first piece
+        num_words = tf.reduce_sum(tf.cast(first, tf.int32))
+        fast = (ids,
+                starts.with_flat_values(tf.gather(tf.math.unsorted_segment_min(starts.flat_values, word, num_words),
+                                                  word)),
+                ends.with_flat_values(tf.gather(tf.math.unsorted_segment_max(ends.flat_values, word, num_words),
+                                                word)))
+        words, word_starts, word_ends = self.split_words(tf.gather(strings, other_pos))
+        pieces = self.tokenize_words(words)  # [b, (W), (P)]
+        piece_word = pieces.values.value_rowids()  # the word (flat index) of each piece
+        other = (pieces.merge_dims(1, 2),
+                 pieces.merge_dims(1, 2).with_flat_values(tf.gather(word_starts.flat_values, piece_word)),
+                 pieces.merge_dims(1, 2).with_flat_values(tf.gather(word_ends.flat_values, piece_word)))
+        return tuple(tf.gather(tf.concat([tf.cast(f, o.dtype), o], axis=0), inverse) for f, o in zip(fast, other))
 
     def split_words(self, strings):
         """Google's word split with offsets: strings [B] -> (words, starts, ends), each ragged [B, (W)].
@@ -339,7 +384,8 @@ class BertTokenizer(keras.layers.Layer):
         table = tf.sort(table, axis=1)  # the end-of-string offset goes before the padding
 
         def to_chars(byte_offsets):
-            dense = byte_offsets.to_tensor(default_value=0)
+            # one extra column: searchsorted cannot take a [B, 0] tensor (a batch without words)
+            dense = tf.pad(byte_offsets.to_tensor(default_value=0), [[0, 0], [0, 1]])
             chars = tf.searchsorted(table, tf.cast(dense, tf.int64), side="left")
             return tf.RaggedTensor.from_tensor(tf.cast(chars, tf.int64), lengths=byte_offsets.row_lengths())
 
@@ -358,9 +404,12 @@ class BertTokenizer(keras.layers.Layer):
         row (each word gets at least one piece: `[UNK]` if nothing else).
         """
         flat = words.flat_values
-        normalized = tf.strings.split(self.normalize_text(flat))  # [N, (k)], k = 1 but for rare case changes
-        pieces = self._wordpiece.tokenize(normalized).merge_dims(-2, -1)  # [N, (P)]
-        return words.with_flat_values(pieces)
+        # Printable-ASCII words (nearly all) take FastBertTokenizer, whose normalisation is exact there.
+        fast_pos, other_pos, inverse = self._route(flat, self._is_printable_ascii(flat))
+        fast = self._ascii_pieces(tf.gather(flat, fast_pos))  # [n, (P)]
+        normalized = tf.strings.split(self.normalize_text(tf.gather(flat, other_pos)))  # [m, (k)], k = 1 mostly
+        other = self._wordpiece.tokenize(normalized).merge_dims(-2, -1)  # [m, (P)]
+        return words.with_flat_values(tf.gather(tf.concat([fast, other], axis=0), inverse))
 
     def call(self, strings):
         dense, lengths = self.tokenize_dense(strings)
