@@ -11,12 +11,14 @@ linear decay, clip 1.0).
    loop. Dev EM/F1 by the official v1.1 rules; both sides' window logits are decoded by the same
    n-best rules (`bert_tf.squad.best_spans`). Training examples/s = training questions / training wall time
    (ours: after the first loop, i.e. without tf.function tracing; theirs: after the first 2 steps).
-2. Raw question + context -> answer: our exported SavedModel (`serving_default`) against
-   transformers' question-answering pipeline algorithm (`hf_answer`: the pipeline itself was removed in
-   transformers 5), both on the same weights (theirs, fine-tuned in step 1,
-   loaded into bert_tf with `from_pretrained`), all dev questions, batches of `--serve_batch`.
-3. Feature conversion (windows + labels) of the training questions: our `model.featurize` in tf.data against
-   the HF tokenizers fast path + label computation in Python.
+2. Raw question + context -> answer: our exported SavedModel (`serving_default`) against transformers'
+   own `pipeline("question-answering")` (transformers 4.x in `.venv-hf4`, `make setup-hf4`: 5.x removed the
+   pipeline; bench/hf_qa_pipeline.py), both on the same weights (theirs, fine-tuned in step 1, loaded into
+   bert_tf with `from_pretrained`), all dev questions, `--serve_batch` questions per call.
+3. Feature conversion (windows + labels) of every question of the training articles (~9,000; a rate over
+   a few hundred would mostly time tf.data's one-off setup of the map function): our `model.featurize`
+   in tf.data against the HF tokenizers fast path + label computation in Python. The first pass over
+   the data (which includes that setup) is printed separately.
 
 The machine is shared (2 cores, other jobs): wall-clock figures are noisy; CPU seconds are printed too.
 
@@ -52,6 +54,8 @@ flags.DEFINE_float("epochs", 1.0, "Epochs (both).")
 flags.DEFINE_integer("serve_batch", 16, "Questions per serving call (both).")
 flags.DEFINE_integer("threads", 2, "torch threads (TF uses its defaults).")
 flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
+flags.DEFINE_string("hf_python", os.path.join(ROOT, ".venv-hf4", "bin", "python"),
+                    "Python with transformers 4.x (make setup-hf4) for the question-answering pipeline.")
 flags.DEFINE_bool("skip_ours_finetune", False, "Debugging: skip our fine-tuning (serving/features still run).")
 
 
@@ -70,12 +74,14 @@ class Clock:
 
 
 def data_files(tmp):
+    """(train file, dev file, file of every question of the training articles)."""
     from fixtures import squad as squad_data
 
     train, dev = squad_data.split_by_article(squad_data.squad_v11_dev(), FLAGS.dev_articles)
     return (squad_data.write_json(squad_data.spread_questions(train, FLAGS.train_questions),
                                   os.path.join(tmp, "train.json")),
-            squad_data.write_json(squad_data.spread_questions(dev, FLAGS.dev_questions), os.path.join(tmp, "dev.json")))
+            squad_data.write_json(squad_data.spread_questions(dev, FLAGS.dev_questions), os.path.join(tmp, "dev.json")),
+            squad_data.write_json(train, os.path.join(tmp, "train_all.json")))
 
 
 # ----------------------------------------------------------------------------- ours
@@ -209,17 +215,24 @@ def hf_finetune(train_examples, dev_examples):
 
 
 # ----------------------------------------------------------------------------- serving
-def ours_from_hf(hf_model, tmp):
-    """Their fine-tuned weights in our task model (from_pretrained of their saved directory)."""
-    import bert_tf
-    from bert_tf.question_answerer import BertQuestionAnswerer
+def save_hf(hf_model, tok, tmp):
+    """Their fine-tuned model + tokenizer as a save_pretrained directory (what the pipeline and we load)."""
+    import shutil
+
     from fixtures import datasets
 
     path = os.path.join(tmp, "hf_finetuned")
     hf_model.save_pretrained(path)
-    import shutil
+    tok.save_pretrained(path)
+    shutil.copy(os.path.join(datasets.minilm_dir(), "vocab.txt"), path)  # transformers 5 writes tokenizer.json only
+    return path
 
-    shutil.copy(os.path.join(datasets.minilm_dir(), "vocab.txt"), path)
+
+def ours_from_hf(path):
+    """Their fine-tuned weights in our task model (from_pretrained of their saved directory)."""
+    import bert_tf
+    from bert_tf.question_answerer import BertQuestionAnswerer
+
     pretrained = bert_tf.from_pretrained(path, strict=False)
     extra = pretrained.extra_weights
     w = next(v for k, v in extra.items() if "qa_outputs" in k and k.endswith(("weight", "kernel")))
@@ -231,49 +244,34 @@ def ours_from_hf(hf_model, tmp):
     return model
 
 
-def hf_answer(model, tok, questions, contexts, max_answer_len=30):
-    """What transformers' question-answering pipeline did (removed in transformers 5): fast-tokenizer windows
-    with offsets, one forward pass, per window softmax of start and end logits over the context tokens, the
-    best (start, end) by p_start * p_end with end >= start and at most `max_answer_len` tokens, the best
-    window wins; the answer is the context cut at the character offsets of the tokens' words (the pipeline's
-    default `align_to_words=True`)."""
-    import numpy as np
-    import torch
+def hf_pipeline(path, questions, contexts, tmp):
+    """transformers' question-answering pipeline (transformers 4.x, in FLAGS.hf_python's environment) on the
+    same questions: the pipeline's own windows (overlap `hf_overlap()`), scoring and word alignment."""
+    import subprocess
 
-    enc = tok(questions, contexts, truncation="only_second", max_length=FLAGS.seq_length,
-              stride=hf_overlap(), return_overflowing_tokens=True,
-              return_offsets_mapping=True, padding="longest", return_tensors="pt")
-    with torch.no_grad():
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                    token_type_ids=enc["token_type_ids"])
-    start, end = out.start_logits.numpy(), out.end_logits.numpy()
-    best = [(-1.0, "")] * len(questions)
-    band = np.triu(np.ones((start.shape[1], start.shape[1]), bool)) & ~np.triu(
-        np.ones((start.shape[1], start.shape[1]), bool), max_answer_len)
-    for i, e in enumerate(enc["overflow_to_sample_mapping"].tolist()):
-        ctx = np.array([sid == 1 for sid in enc.sequence_ids(i)])
-        ps = np.exp(np.where(ctx, start[i], -1e4) - np.where(ctx, start[i], -1e4).max())
-        pe = np.exp(np.where(ctx, end[i], -1e4) - np.where(ctx, end[i], -1e4).max())
-        ps, pe = ps / ps.sum(), pe / pe.sum()
-        scores = np.where(band & ctx[:, None] & ctx[None, :], np.outer(ps, pe), 0.0)
-        s, t = np.unravel_index(np.argmax(scores), scores.shape)
-        if scores[s, t] > best[e][0]:
-            # align_to_words (the pipeline's default): the answer covers the whole words of its tokens
-            a = enc.word_to_chars(i, enc.token_to_word(i, int(s)), sequence_index=1).start
-            b = enc.word_to_chars(i, enc.token_to_word(i, int(t)), sequence_index=1).end
-            best[e] = (float(scores[s, t]), contexts[e][a:b])
-    return [text for _, text in best]
+    if not os.path.exists(FLAGS.hf_python):
+        raise SystemExit(f"{FLAGS.hf_python} not found: run `make setup-hf4` (transformers 4.x for its pipeline)")
+    items = os.path.join(tmp, "pipeline_questions.json")
+    out = os.path.join(tmp, "pipeline_answers.json")
+    with open(items, "w", encoding="utf-8") as f:
+        json.dump([{"question": q, "context": c} for q, c in zip(questions, contexts)], f, ensure_ascii=False)
+    subprocess.run([FLAGS.hf_python, os.path.join(ROOT, "bench", "hf_qa_pipeline.py"), "--model", path,
+                    "--questions", items, "--out", out, "--max_seq_len", str(FLAGS.seq_length),
+                    "--doc_stride", str(hf_overlap()), "--max_answer_len", "30", "--batch", str(FLAGS.serve_batch),
+                    "--threads", str(FLAGS.threads)], check=True)
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def serving(hf_model, tok, dev_examples, tmp):
     import tensorflow as tf
-    import torch
 
     from bert_tf.question_answering_export import export_question_answerer
 
-    model = ours_from_hf(hf_model, tmp)
-    path = export_question_answerer(model, os.path.join(tmp, "export"))
-    served = tf.saved_model.load(path)
+    path = save_hf(hf_model, tok, tmp)
+    model = ours_from_hf(path)
+    export = export_question_answerer(model, os.path.join(tmp, "export"))
+    served = tf.saved_model.load(export)
     q = [e.question for e in dev_examples]
     c = [e.context for e in dev_examples]
     B = FLAGS.serve_batch
@@ -283,16 +281,13 @@ def serving(hf_model, tok, dev_examples, tmp):
         for i in range(0, len(q), B):
             out = served.serving_default(question=tf.constant(q[i:i + B]), context=tf.constant(c[i:i + B]))
             ours += [x.decode() for x in out["answer"].numpy()]
-    torch.set_num_threads(FLAGS.threads)
-    hf_answer(hf_model, tok, q[:2], c[:2])  # warm
-    with Clock() as hf_clock:
-        theirs = []
-        for i in range(0, len(q), B):
-            theirs += hf_answer(hf_model, tok, q[i:i + B], c[i:i + B])
-    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
+    theirs = hf_pipeline(path, q, c, tmp)
+    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs["answers"]))
     return {"ours_questions_per_s": len(q) / ours_clock.wall, "ours_cpu_s": ours_clock.cpu,
-            "hf_pipeline_questions_per_s": len(q) / hf_clock.wall, "hf_cpu_s": hf_clock.cpu,
-            "identical_answers": same / len(q), "questions": len(q)}
+            "hf_pipeline_questions_per_s": len(q) / theirs["wall_s"], "hf_cpu_s": theirs["cpu_s"],
+            "hf_transformers": theirs["transformers"], "identical_answers": same / len(q), "questions": len(q),
+            "different": [{"question": q[i], "ours": a, "pipeline": b} for i, (a, b) in
+                          enumerate(zip(ours, theirs["answers"])) if a.strip() != b.strip()]}
 
 
 # ----------------------------------------------------------------------------- features
@@ -316,13 +311,14 @@ def features(train_examples, tok, tmp):
     ds = tf.data.Dataset.from_tensor_slices({k: v.tolist() for k, v in columns.items()}).batch(64).map(
         lambda b: model.featurize(b["question"], b["context"], b["answer_start"], b["answer_end"],
                                   dynamic_padding=False), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-    for _ in ds.take(1):
-        pass  # trace
+    with Clock() as first_clock:
+        sum(int(w["input_word_ids"].shape[0]) for w in ds)  # tracing, function setup, the first pass
     with Clock() as ours_clock:
         windows = sum(int(w["input_word_ids"].shape[0]) for w in ds)
     with Clock() as hf_clock:
         enc, _, _, _ = hf_features(tok, train_examples, True)
     return {"questions": len(train_examples), "ours_windows": windows, "hf_windows": len(enc["input_ids"]),
+            "ours_first_pass_s": first_clock.wall,
             "ours_questions_per_s": len(train_examples) / ours_clock.wall, "ours_cpu_s": ours_clock.cpu,
             "hf_questions_per_s": len(train_examples) / hf_clock.wall, "hf_cpu_s": hf_clock.cpu}
 
@@ -332,8 +328,9 @@ def main(argv):
     from bert_tf import squad
 
     tmp = tempfile.mkdtemp(prefix="bench_squad_")
-    train_file, dev_file = data_files(tmp)
+    train_file, dev_file, train_all_file = data_files(tmp)
     train = squad.read_squad(train_file, is_training=True, log=False).examples
+    train_all = squad.read_squad(train_all_file, is_training=True, log=False).examples
     dev = squad.read_squad(dev_file, is_training=False, log=False).examples
     print(f"data: {len(train)} training questions, {len(dev)} dev questions ({FLAGS.dev_articles} held-out "
           f"articles); seq {FLAGS.seq_length}, doc_stride {FLAGS.doc_stride}, batch {FLAGS.batch_size}, "
@@ -345,23 +342,24 @@ def main(argv):
     hf_model, tok, results["hf"] = hf_finetune(train, dev)
     print("hf:  ", json.dumps(results["hf"]), flush=True)
     results["serving"] = serving(hf_model, tok, dev, tmp)
-    print("serving:", json.dumps(results["serving"]), flush=True)
-    results["features"] = features(train, tok, tmp)
+    print("serving:", json.dumps({k: v for k, v in results["serving"].items() if k != "different"}), flush=True)
+    results["features"] = features(train_all, tok, tmp)
     print("features:", json.dumps(results["features"]), flush=True)
-    if "ours" not in results:
-        return
-    o, h, s, f = results["ours"], results["hf"], results["serving"], results["features"]
-    print(f"\nfine-tuning  ours EM {o['em']:.1f} F1 {o['f1']:.1f} | HF EM {h['em']:.1f} F1 {h['f1']:.1f} | "
-          f"F1 diff {o['f1'] - h['f1']:+.1f}")
-    print(f"train ex/s   ours {o['train_examples_per_s_steady']:.2f} | HF {h['train_examples_per_s_steady']:.2f} | "
-          f"ratio {o['train_examples_per_s_steady'] / h['train_examples_per_s_steady']:.2f}x "
-          f"(CPU s: ours {o['train_cpu_s']:.0f}, HF {h['train_cpu_s']:.0f})")
+    o, h, s, f = results.get("ours"), results["hf"], results["serving"], results["features"]
+    print()
+    if o:
+        print(f"fine-tuning  ours EM {o['em']:.1f} F1 {o['f1']:.1f} | HF EM {h['em']:.1f} F1 {h['f1']:.1f} | "
+              f"F1 diff {o['f1'] - h['f1']:+.1f}")
+        print(f"train ex/s   ours {o['train_examples_per_s_steady']:.2f} | HF {h['train_examples_per_s_steady']:.2f} | "
+              f"ratio {o['train_examples_per_s_steady'] / h['train_examples_per_s_steady']:.2f}x "
+              f"(CPU s: ours {o['train_cpu_s']:.0f}, HF {h['train_cpu_s']:.0f})")
     print(f"serving q/s  ours {s['ours_questions_per_s']:.1f} | HF pipeline {s['hf_pipeline_questions_per_s']:.1f} | "
           f"ratio {s['ours_questions_per_s'] / s['hf_pipeline_questions_per_s']:.2f}x | identical answers "
           f"{100 * s['identical_answers']:.1f}% (CPU s: ours {s['ours_cpu_s']:.1f}, HF {s['hf_cpu_s']:.1f})")
     print(f"features q/s ours {f['ours_questions_per_s']:.0f} | HF tokenizers {f['hf_questions_per_s']:.0f} | "
-          f"ratio {f['ours_questions_per_s'] / f['hf_questions_per_s']:.2f}x (CPU s: ours {f['ours_cpu_s']:.2f}, "
-          f"HF {f['hf_cpu_s']:.2f})")
+          f"ratio {f['ours_questions_per_s'] / f['hf_questions_per_s']:.2f}x over {f['questions']} questions "
+          f"(CPU s: ours {f['ours_cpu_s']:.2f}, HF {f['hf_cpu_s']:.2f}; our first pass incl. setup "
+          f"{f['ours_first_pass_s']:.2f} s)")
     if FLAGS.out:
         with open(FLAGS.out, "w") as fh:
             json.dump(results, fh, indent=2)
