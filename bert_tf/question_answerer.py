@@ -45,6 +45,7 @@ from bert_tf.preprocessor import BertPreprocessor
 from bert_tf.task_model import BertTaskModel
 
 _NEG = -1e9  # logit of positions that can never be an answer (padding)
+LENGTH_GROUPS = 4  # windows of similar length encoded together at prediction (see `window_logits`)
 
 
 def _first_true(mask, axis=-1):
@@ -235,11 +236,29 @@ class BertQuestionAnswerer(BertTaskModel):
         return tf.where(ok, new_start, -1), tf.where(ok, new_end, -1)
 
     # ------------------------------------------------------------------ answers (in the graph)
-    def window_logits(self, windows):
-        """Per-window logits of `featurize` output, padding positions set to a large negative value."""
-        logits = self({k: windows[k] for k in INPUT_KEYS}, training=False)
-        pad = tf.equal(windows["input_mask"], 0)
-        return {k: tf.where(pad, _NEG, tf.cast(v, tf.float32)) for k, v in logits.items()}
+    def window_logits(self, windows, length_groups=LENGTH_GROUPS):
+        """Per-window logits of `featurize` output, padding positions set to a large negative value.
+
+        The windows are sorted by length and encoded in `length_groups` groups, each
+        cut to its own longest window (rounded up to 8): a batch mixes full windows of
+        long contexts with short ones, and a third of its tokens would otherwise be
+        padding. Each window's logits are the same either way (padding is masked).
+        """
+        mask = windows["input_mask"]
+        num, width = tf.shape(mask, out_type=tf.int32)[0], tf.shape(mask, out_type=tf.int32)[1]
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        parts = {"start_logits": [], "end_logits": []}
+        for g in range(length_groups):
+            rows = order[num * g // length_groups:num * (g + 1) // length_groups]
+            longest = tf.reduce_max(tf.concat([tf.gather(lengths, rows), [1]], 0))
+            cut = tf.minimum((longest + 7) // 8 * 8, width)
+            logits = self({k: tf.gather(windows[k], rows)[:, :cut] for k in INPUT_KEYS}, training=False)
+            for key, value in logits.items():
+                parts[key].append(tf.pad(tf.cast(value, tf.float32), [[0, 0], [0, width - cut]]))
+        inverse = tf.math.invert_permutation(order)
+        pad = tf.equal(mask, 0)
+        return {k: tf.where(pad, _NEG, tf.gather(tf.concat(v, 0), inverse)) for k, v in parts.items()}
 
     def decode(self, windows, logits, num_examples):
         """Google's best span per question over its windows, in the graph -> `answer`, `start`, `end`,
