@@ -257,6 +257,9 @@ def run(task, config):
     """Trains / evaluates / predicts / exports `task` as `config` says; returns the eval results (or {})."""
     if not (config.do_train or config.do_eval or config.do_predict):
         raise ValueError("give at least one of do_train, do_eval, do_predict")
+    if config.litert_export_dir and not task.has_litert_export:
+        raise ValueError(f"the {task.name} task has no LiteRT export (litert_export_dir); "
+                         "its SavedModel export (export_dir) serves it")
     os.makedirs(config.model_dir, exist_ok=True)
     distribute.configure_mixed_precision(config.mixed_precision)
     strategy = distribute.get_strategy(config.strategy, num_gpus=config.num_gpus, tpu=config.tpu)

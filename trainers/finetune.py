@@ -168,7 +168,11 @@ def main(argv):
             raise app.UsageError(f"--{name} is required")
     if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict):
         raise app.UsageError("give at least one of --do_train, --do_eval, --do_predict")
-    finetuning.run(task_from_flags(), config_from_flags())
+    task = task_from_flags()
+    if FLAGS.litert_export_dir and not task.has_litert_export:
+        raise app.UsageError(f"--task={FLAGS.task} has no LiteRT export: drop --litert_export_dir "
+                             "(--export_dir writes its serving SavedModel)")
+    finetuning.run(task, config_from_flags())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ class FinetuningTask:
     higher_is_better = True
     # --do_predict writes to <model_dir>/<predictions_subdir> unless --predict_dir says otherwise.
     predictions_subdir = "submission"
+    # Whether `export_litert` exists (checked before training, not after it).
+    has_litert_export = False
 
     # ------------------------------------------------------------ data
     @property

@@ -50,6 +50,8 @@ class SentencePredictionTask(FinetuningTask):
         training file, e.g. evaluation of a model trained earlier).
     """
 
+    has_litert_export = True
+
     def __init__(self, data, labels=None):
         self.data = data
         self.name = data.name

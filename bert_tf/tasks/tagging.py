@@ -50,6 +50,7 @@ class TaggingTask(FinetuningTask):
     """Fine-tunes a `BertTokenTagger` on CoNLL files in `data_dir` (see the module docstring)."""
 
     name = "tagging"
+    has_litert_export = True
     main_metric = "f1"
     predictions_subdir = ""  # predictions.txt goes to --model_dir
 
