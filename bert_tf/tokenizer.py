@@ -296,11 +296,14 @@ class BertTokenizer(keras.layers.Layer):
         # also split on characters its newer ICU tables call punctuation).
         other_words = tf.strings.split(self.normalize_text(tf.gather(strings, other_pos)))
         other_ids = self._wordpiece.tokenize(other_words).merge_dims(-2, -1)
-        ids = tf.gather(tf.concat([ascii_ids, other_ids], axis=0), inverse)  # back in input order
-        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        # Back in input order, as dense tensors (a ragged gather would add RaggedGather to every export).
+        lengths = tf.gather(tf.cast(tf.concat([ascii_ids.row_lengths(), other_ids.row_lengths()], 0), tf.int32),
+                            inverse)
         if width is None:
             width = tf.maximum(tf.reduce_max(tf.concat([lengths, [0]], 0)), 0)
-        dense = ids.to_tensor(default_value=0, shape=tf.stack([tf.shape(strings, out_type=tf.int32)[0], width]))
+        ascii_dense = ascii_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(ascii_pos), width]))
+        other_dense = other_ids.to_tensor(default_value=0, shape=tf.stack([tf.size(other_pos), width]))
+        dense = tf.gather(tf.concat([ascii_dense, other_dense], 0), inverse)
         if isinstance(width, int):
             dense = tf.ensure_shape(dense, [None, width])
         return dense, lengths
