@@ -21,6 +21,7 @@ import pytest
 
 import bert_tf
 from bert_tf import glue
+from preemption import sigterm_when
 from bert_tf.tasks import SentencePredictionTask
 from fixtures import datasets
 
@@ -203,31 +204,14 @@ def test_training_pipeline_buckets_by_length(minilm_vocab, tmp_path):
 def test_sigterm_checkpoints_exits_0_and_the_rerun_resumes(tiny_bert, glue_dir, tmp_path):
     """finetune.py under preemption: SIGTERM mid-epoch writes a checkpoint at the current step and exits 0;
     the same command then resumes from that step instead of starting over."""
-    import signal
-    import time
-
     model_dir = str(tmp_path / "run")
     args = ["--task=sst2", f"--data_dir={glue_dir}", f"--init_checkpoint={tiny_bert}", f"--model_dir={model_dir}",
             "--max_seq_length=64", "--train_batch_size=4", "--learning_rate=1e-4", "--num_train_epochs=20",
             "--steps_per_loop=2", "--do_train"]
-    proc = subprocess.Popen([sys.executable, FINETUNE] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    out, t0 = "", time.time()
-    try:
-        while "step 6/600" not in out:  # training is under way, before the first end-of-epoch checkpoint
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, out[-3000:]
-            out += line
-            assert time.time() - t0 < 300, out[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out += rest
-    assert proc.returncode == 0, out[-3000:]
-    step = int(out.split("preempted (SIGTERM): saved checkpoint")[1].split("at global step")[1].split()[0])
-    assert 6 <= step < 30
+    # under way, before the first end-of-epoch checkpoint
+    returncode, out, step = sigterm_when([sys.executable, FINETUNE] + args, "step 6/600")
+    assert returncode == 0, out[-3000:]
+    assert step is not None and 6 <= step < 30, out[-3000:]
     out = _run(args[:-1] + ["--num_train_epochs=0.3", "--do_train"])  # 9 steps in all: finishes from `step`
     assert f"(global step {step})" in out and "step 2/9" not in out
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import bert_tf
 from bert_tf import BertConfig, BertEncoder
+from preemption import sigterm_when
 from bert_tf.pretraining import BertPretrainer, HEAD_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,25 +133,13 @@ def test_sigterm_checkpoints_and_exits_0(work, minilm_vocab, tmp_path):
     cmd = _cmd(model_dir, "--dynamic_masking", "--input_format=text", "--save_checkpoints_steps=1000",
                steps=100000, inputs=work["raw"], work=work, vocab=minilm_vocab)
     cmd = [c for c in cmd if not c.startswith("--save_checkpoints_steps=2")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    try:
-        t0 = time.time()
-        out = ""
-        while "step 4/100000" not in out:  # training is under way
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, out[-3000:]
-            out += line
-            assert time.time() - t0 < 300, out[-3000:]
-        assert _steps(model_dir) == []  # no periodic checkpoint yet
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out += rest
-    assert proc.returncode == 0, out[-3000:]
-    assert "preempted (SIGTERM)" in out
-    step = int(out.split("preempted (SIGTERM): saved checkpoint")[1].split("at global step")[1].split()[0])
+
+    def no_periodic_checkpoint_yet():
+        assert _steps(model_dir) == []
+
+    returncode, out, step = sigterm_when(cmd, "step 4/100000", env=_env(), before_signal=no_periodic_checkpoint_yet)
+    assert returncode == 0, out[-3000:]
+    assert step is not None, out[-3000:]
     assert _steps(model_dir) == [step] and step >= 4
 
 

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bert_tf import check_serving_ops, squad_metrics
 from fixtures import squad as squad_data
+from preemption import sigterm_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE = os.path.join(ROOT, "trainers", "finetune.py")
@@ -226,8 +227,6 @@ def test_sigterm_resume_and_non_finite_loss(data_files, minilm_vocab, tmp_path):
     """--task=squad under preemption (tiny random encoder, real questions): SIGTERM mid-epoch writes a
     checkpoint and exits 0, the same command resumes from that step; a diverging run stops with the NaN
     guard's error (exit 1) instead of saving the broken state."""
-    import signal
-
     config = tmp_path / "bert_config.json"
     config.write_text(json.dumps({"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
                                   "num_attention_heads": 2, "intermediate_size": 64,
@@ -235,28 +234,15 @@ def test_sigterm_resume_and_non_finite_loss(data_files, minilm_vocab, tmp_path):
     args = ["--task=squad", f"--train_file={data_files['train']}", f"--bert_config_file={config}",
             f"--vocab_file={minilm_vocab}", f"--model_dir={tmp_path / 'run'}", "--do_train", "--max_seq_length=128",
             "--train_batch_size=8", "--learning_rate=1e-3", "--steps_per_loop=2"]
-    proc = subprocess.Popen([sys.executable, FINETUNE] + args + ["--num_train_epochs=5"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    out, t0 = "", time.time()
-    try:
-        while not re.search(r"step (6|8|10)/", out):  # under way, well before the end-of-epoch checkpoint
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, out[-3000:]
-            out += line
-            assert time.time() - t0 < 300, out[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out += rest
-    assert proc.returncode == 0, out[-3000:]
-    step = int(out.split("preempted (SIGTERM): saved checkpoint")[1].split("at global step")[1].split()[0])
-    assert 6 <= step < 60, out[-3000:]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # under way, well before the end-of-epoch checkpoint
+    returncode, out, step = sigterm_when([sys.executable, FINETUNE] + args + ["--num_train_epochs=5"],
+                                         r"step (6|8|10)/", env=env)
+    assert returncode == 0, out[-3000:]
+    assert step is not None and 6 <= step < 60, out[-3000:]
     out = _program(*args, "--num_train_epochs=0.5")  # ~40 steps in all: finishes from `step`
     assert f"(global step {step})" in out and "step 2/" not in out, out[-3000:]
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     bad = subprocess.run([sys.executable, FINETUNE] + args[:4] + [f"--model_dir={tmp_path / 'nan'}", "--do_train",
                           "--max_seq_length=128", "--train_batch_size=8", "--learning_rate=1e30",
                           "--warmup_proportion=0", "--num_train_epochs=0.1", "--steps_per_loop=1"],
