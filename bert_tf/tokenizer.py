@@ -17,7 +17,8 @@ reference on the same interpreter even for characters whose category changed
 between Unicode versions.
 
 How it runs fast: rows of printable ASCII (most English text) go straight to
-`tensorflow_text.FastBertTokenizer`, whose normalisation equals Google's on
+tensorflow-text's `FastBertNormalizer` + `FastWordpieceTokenizer` (what
+`FastBertTokenizer` is made of), whose normalisation equals Google's on
 printable ASCII (lower-casing, splitting) and whose 200-byte word limit equals
 Google's 200-character limit there. Other rows go through explicit TF string
 ops (`unicode_transcode`, `regex_replace`, `strings.lower`, NFD) that implement
@@ -309,11 +310,11 @@ class BertTokenizer(keras.layers.Layer):
         return dense, lengths
 
     def _ascii_pieces(self, strings):
-        """Printable-ASCII strings [N] -> ids [N, (P)]: FastBertTokenizer's normaliser and WordPiece."""
+        """Printable-ASCII strings [N] -> ids [N, (P)]: tf-text's BERT normaliser, then WordPiece."""
         return self._ascii_wordpiece.tokenize(self._ascii_normalizer.normalize(strings))
 
     def _is_printable_ascii(self, strings):
-        """Rows (or words) the FastBertTokenizer path handles exactly: printable ASCII plus TAB/LF/CR."""
+        """Rows (or words) the tf-text fast path handles exactly: printable ASCII plus TAB/LF/CR."""
         return tf.strings.regex_full_match(strings, r"[\t\n\r -~]*")
 
     @staticmethod
@@ -331,9 +332,10 @@ class BertTokenizer(keras.layers.Layer):
         The ids equal `tokenizer(strings)`; each piece carries the code-point span of
         the word it belongs to (the words of `split_words`), so in Python
         `text[word_starts[i]:word_ends[i]]` is the whole word of piece i.
-        Printable-ASCII rows take one FastBertTokenizer op (byte offsets are code
-        points there; a word starts at every piece that is not a "##" continuation);
-        the others `split_words` + `tokenize_words`.
+        Printable-ASCII rows take the fast path (tf-text's normaliser and one
+        FastWordpiece op with offsets: byte offsets are code points there, and a word
+        starts at every piece that is not a "##" continuation); the others
+        `split_words` + `tokenize_words`.
         """
         strings = tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]),
                                                "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
@@ -407,7 +409,7 @@ class BertTokenizer(keras.layers.Layer):
         row (each word gets at least one piece: `[UNK]` if nothing else).
         """
         flat = words.flat_values
-        # Printable-ASCII words (nearly all) take FastBertTokenizer, whose normalisation is exact there.
+        # Printable-ASCII words (nearly all) take the fast path, whose normalisation is exact there.
         fast_pos, other_pos, inverse = self._route(flat, self._is_printable_ascii(flat))
         fast = self._ascii_pieces(tf.gather(flat, fast_pos))  # [n, (P)]
         normalized = tf.strings.split(self.normalize_text(tf.gather(flat, other_pos)))  # [m, (k)], k = 1 mostly
