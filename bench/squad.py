@@ -24,7 +24,7 @@ warmup then linear decay, clip 1.0).
 
 The machine is shared (2 cores, other jobs): wall-clock figures are noisy; CPU seconds are printed too.
 
-    .venv/bin/python bench/squad.py [--train_questions 320] [--dev_questions 200] [--seq_length 256]
+    make setup-hf4 && .venv/bin/python bench/squad.py [--train_questions 2000] [--dev_questions 200] [--seq_length 256]
 """
 
 import json
@@ -45,7 +45,7 @@ sys.path.insert(0, ROOT)
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("train_questions", 320, "Training questions (spread over the training articles).")
+flags.DEFINE_integer("train_questions", 2000, "Training questions (spread over the training articles).")
 flags.DEFINE_integer("dev_questions", 200, "Dev questions (held-out articles).")
 flags.DEFINE_integer("dev_articles", 8, "Articles held out for dev.")
 flags.DEFINE_integer("seq_length", 256, "max_seq_length (both).")
