@@ -293,7 +293,7 @@ def serving(hf_model, tok, dev_examples, tmp):
 
 
 # ----------------------------------------------------------------------------- features
-def features(train_examples, tok, tmp):
+def features(train_examples, tok):
     """Windows + labels of every training-article question: our training input pipeline
     (`QuestionAnsweringTask.build_train_dataset`: featurize in tf.data on 512 questions at a time, sort by
     length, batch) after its first batch, against the HF fast tokenizer + labels, on the same number of windows."""
@@ -302,7 +302,6 @@ def features(train_examples, tok, tmp):
     from bert_tf.tasks import QuestionAnsweringTask
     from fixtures import datasets
 
-    del tmp
     pre = bert_tf.BertPreprocessor(os.path.join(datasets.minilm_dir(), "vocab.txt"), seq_length=FLAGS.seq_length)
     enc = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=pre.vocab_size, hidden_size=16, num_hidden_layers=1,
                                                  num_attention_heads=2, intermediate_size=32))
@@ -344,7 +343,7 @@ def main(argv):
     print("hf:  ", json.dumps(results["hf"]), flush=True)
     results["serving"] = serving(hf_model, tok, dev, tmp)
     print("serving:", json.dumps({k: v for k, v in results["serving"].items() if k != "different"}), flush=True)
-    results["features"] = features(train_all, tok, tmp)
+    results["features"] = features(train_all, tok)
     print("features:", json.dumps(results["features"]), flush=True)
     o, h, s, f = results.get("ours"), results["hf"], results["serving"], results["features"]
     print()

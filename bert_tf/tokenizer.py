@@ -171,6 +171,12 @@ def _regexes():
     }
 
 
+def _valid_utf8(strings):
+    """strings (any shape) -> [N] with invalid UTF-8 bytes dropped (Google's reader drops them too)."""
+    return tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]), "UTF-8", "UTF-8",
+                                        errors="ignore", replace_control_characters=False)
+
+
 def _vocabulary_tokens(vocabulary):
     """A vocab.txt path or a list of tokens -> the validated token list."""
     if isinstance(vocabulary, (list, tuple)):
@@ -313,7 +319,8 @@ class BertTokenizer(keras.layers.Layer):
         """Printable-ASCII strings [N] -> ids [N, (P)]: tf-text's BERT normaliser, then WordPiece."""
         return self._ascii_wordpiece.tokenize(self._ascii_normalizer.normalize(strings))
 
-    def _is_printable_ascii(self, strings):
+    @staticmethod
+    def _is_printable_ascii(strings):
         """Rows (or words) the tf-text fast path handles exactly: printable ASCII plus TAB/LF/CR."""
         return tf.strings.regex_full_match(strings, r"[\t\n\r -~]*")
 
@@ -337,8 +344,7 @@ class BertTokenizer(keras.layers.Layer):
         starts at every piece that is not a "##" continuation); the others
         `split_words` + `tokenize_words`.
         """
-        strings = tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]),
-                                               "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
+        strings = _valid_utf8(strings)
         fast_pos, other_pos, inverse = self._route(strings, self._is_printable_ascii(strings))
         # Normalising printable ASCII keeps every byte in place, so offsets into the normalised text are
         # offsets into the input (FastBertTokenizer.tokenize_with_offsets maps them back with a ragged
@@ -353,12 +359,12 @@ class BertTokenizer(keras.layers.Layer):
                                                   word)),
                 ends.with_flat_values(tf.gather(tf.math.unsorted_segment_max(ends.flat_values, word, num_words),
                                                 word)))
-        words, word_starts, word_ends = self.split_words(tf.gather(strings, other_pos))
+        words, word_starts, word_ends = self._split_valid_words(tf.gather(strings, other_pos))
         pieces = self.tokenize_words(words)  # [b, (W), (P)]
         piece_word = pieces.values.value_rowids()  # the word (flat index) of each piece
-        other = (pieces.merge_dims(1, 2),
-                 pieces.merge_dims(1, 2).with_flat_values(tf.gather(word_starts.flat_values, piece_word)),
-                 pieces.merge_dims(1, 2).with_flat_values(tf.gather(word_ends.flat_values, piece_word)))
+        other_ids = pieces.merge_dims(1, 2)
+        other = (other_ids, other_ids.with_flat_values(tf.gather(word_starts.flat_values, piece_word)),
+                 other_ids.with_flat_values(tf.gather(word_ends.flat_values, piece_word)))
         return tuple(tf.gather(tf.concat([tf.cast(f, o.dtype), o], axis=0), inverse) for f, o in zip(fast, other))
 
     def split_words(self, strings):
@@ -371,9 +377,11 @@ class BertTokenizer(keras.layers.Layer):
         `text[start:end] == word`. Words that normalise to nothing (only control or
         format characters) are left out.
         """
+        return self._split_valid_words(_valid_utf8(strings))
+
+    def _split_valid_words(self, strings):
+        """`split_words` of strings [B] that are already valid UTF-8."""
         r = self._re
-        strings = tf.strings.unicode_transcode(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]),
-                                               "UTF-8", "UTF-8", errors="ignore", replace_control_characters=False)
         # regex_split stops at a NUL byte; U+0001 is removed by the same rule and has the same length.
         _, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
             tf.strings.regex_replace(strings, r"\x00", "\x01"),
