@@ -9,7 +9,7 @@ Reads a JSON list of {"question", "context"}, answers every question with the pi
 {"answers": [...], "starts": [...], "ends": [...], "wall_s", "cpu_s", "transformers"} to `--out`.
 
     .venv-hf4/bin/python bench/hf_qa_pipeline.py --model DIR --questions q.json --out answers.json \
-        --max_seq_len 256 --doc_stride 109 --max_answer_len 30 --batch 16 --threads 2
+        --max_seq_len 256 --doc_stride 109 --max_answer_len 30 --batch 16 --threads 2 [--dtype bfloat16]
 """
 
 import argparse
@@ -34,12 +34,15 @@ def main():
     parser.add_argument("--max_answer_len", type=int, default=15)
     parser.add_argument("--batch", type=int, default=16, help="Questions per pipeline call and windows per forward.")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="The model's torch dtype (the pipeline's `torch_dtype`).")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     with open(args.questions, encoding="utf-8") as f:
         items = json.load(f)
-    qa = transformers.pipeline("question-answering", model=args.model, tokenizer=args.model, device=-1)
+    qa = transformers.pipeline("question-answering", model=args.model, tokenizer=args.model, device=-1,
+                               torch_dtype=getattr(torch, args.dtype))
     settings = dict(max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len,
                     batch_size=args.batch)
 

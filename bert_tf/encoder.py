@@ -109,6 +109,8 @@ class BertEncoder(keras.Model):
         }
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.config = config
+        # The layers' policy (a Functional model keeps none of its own); saved in the config.
+        self.layers_dtype_policy = policy
         self.embeddings = embeddings
         self.transformer_layers = blocks
         self.pooler = pooler
@@ -119,7 +121,8 @@ class BertEncoder(keras.Model):
         return self.embeddings.word_embeddings
 
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable,
+                "dtype": self.layers_dtype_policy.name}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -74,6 +74,7 @@ class FinetuneConfig:
     do_predict: bool = False
     predict_dir: str | None = None
     export_dir: str | None = None
+    serving_dtype: str | None = None  # the export's compute dtype; None: the training precision
     dynamic_padding: bool = True
     bucket_window: int = 32
     steps_per_loop: int = 50
@@ -279,7 +280,8 @@ def run(task, config):
     if is_chief and (config.do_train or config.export_dir):
         print(f"saved the task model to {save_keras_model(model, config.model_dir)}", flush=True)
     if config.export_dir and is_chief:
-        print(f"exported to {task.export(model, config.export_dir)}", flush=True)
+        served = model.with_compute_dtype(config.serving_dtype) if config.serving_dtype else model
+        print(f"exported to {task.export(served, config.export_dir)}", flush=True)
     if config.litert_export_dir and is_chief:
         path = task.export_litert(model, config.litert_export_dir, precision=config.litert_precision,
                                   representative_examples=config.representative_examples)

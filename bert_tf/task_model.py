@@ -82,6 +82,38 @@ class BertTaskModel(keras.Model):
             self.head.build((None, hidden))
         self.built = True
 
+    def with_compute_dtype(self, dtype):
+        """A copy of this model whose encoder computes in `dtype`, with the same weights and settings.
+
+        For a serving export at a lower precision than training: "bfloat16" (or
+        "float16", for GPUs) runs the encoder under Keras' mixed policy — matmuls in that
+        dtype; variables, LayerNorm, softmax and the encoder's outputs stay float32 — and
+        "float32" undoes it. bfloat16 matmuls run about twice as fast on CPUs with
+        AVX512-BF16 or AMX, and natively on TPUs and recent GPUs; logits move by ~1e-2.
+
+        >>> import bert_tf
+        >>> enc = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+        ...                                              num_attention_heads=2, intermediate_size=16))
+        >>> model = bert_tf.BertClassifier(enc, num_classes=2); model.build()
+        >>> fast = model.with_compute_dtype("bfloat16")
+        >>> fast.encoder.transformer_layers[0].compute_dtype, fast.head.kernel.dtype
+        ('bfloat16', 'float32')
+        """
+        if not isinstance(self.encoder, BertEncoder):
+            raise TypeError(f"with_compute_dtype needs a BertEncoder, got {type(self.encoder).__name__}")
+        policies = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+        if dtype not in policies and dtype not in policies.values():
+            raise ValueError(f"dtype {dtype!r}: one of float32, bfloat16, float16 (the weights stay float32)")
+        policy = keras.dtype_policies.get(policies.get(dtype, dtype))
+        config = self.get_config()
+        encoder = dict(config["encoder"])
+        encoder["config"] = {**encoder["config"], "dtype": policy.name}
+        config["encoder"] = encoder
+        copy = type(self).from_config(config)
+        copy.build()
+        copy.set_weights(self.get_weights())
+        return copy
+
     def get_config(self):
         config = super().get_config()
         config.update({

@@ -161,3 +161,27 @@ def test_export_from_a_loaded_keras_model_equals_the_in_memory_export(own_vocab,
                     assert want[key].numpy().tolist() == got[key].numpy().tolist()
                 else:
                     np.testing.assert_allclose(want[key].numpy(), got[key].numpy(), atol=1e-6)
+
+
+def test_with_compute_dtype_keeps_the_weights_and_round_trips(minilm_vocab, tmp_path):
+    model = _classifier(minilm_vocab)
+    want = model(tf.constant(TEXTS)).numpy()
+    fast = model.with_compute_dtype("bfloat16")
+    assert {layer.compute_dtype for layer in fast.encoder.transformer_layers} == {"bfloat16"}
+    assert (fast.labels, fast.preprocessor.seq_length, fast.dropout_rate) == (LABELS, 32, model.dropout_rate)
+    assert [w.dtype for w in fast.weights] == [w.dtype for w in model.weights]
+    for a, b in zip(fast.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    got = fast(tf.constant(TEXTS))
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), want, atol=0.05)  # bfloat16 keeps 8 bits of mantissa
+    assert np.abs(got.numpy() - want).max() > 0  # it did compute in bfloat16
+    path = str(tmp_path / "bf16.keras")
+    fast.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.encoder.transformer_layers[0].compute_dtype == "bfloat16"
+    np.testing.assert_allclose(loaded(tf.constant(TEXTS)).numpy(), got.numpy(), atol=1e-6)
+    back = loaded.with_compute_dtype("float32")
+    np.testing.assert_allclose(back(tf.constant(TEXTS)).numpy(), want, atol=1e-5)
+    with pytest.raises(ValueError, match="one of float32"):
+        model.with_compute_dtype("int8")

@@ -54,6 +54,9 @@ flags.DEFINE_string("export_base", None, "Serving base dir; the export goes to <
 flags.DEFINE_integer("version", None, "Version number (default: largest existing + 1).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version (atomic swap).")
 flags.DEFINE_string("task", None, "Task name recorded in the export's metadata.")
+flags.DEFINE_enum("serving_dtype", None, ["float32", "bfloat16", "float16"],
+                  "Compute dtype of the serving export (default: the model's own). bfloat16/float16: the "
+                  "encoder's matmuls in that dtype (weights, LayerNorm, softmax and outputs stay float32).")
 flags.DEFINE_integer("pad_to_multiple_of", 8, "Dynamic padding rounds each batch up to this multiple.")
 flags.DEFINE_string("hub_dir", None, "Also write TF Hub-style preprocessing/ and encoder/ SavedModels here.")
 flags.DEFINE_list("labels", None, "--model_dir: class labels in logit order (default classifier_config.json, 0..C-1).")
@@ -132,6 +135,8 @@ def representative_texts(path, n, is_pair, seed=0):
 def serving_export(model, task):
     """The serving SavedModel of a task model: `<export_base>/<version>/`."""
     options = dict(version=FLAGS.version, overwrite=FLAGS.overwrite)
+    if FLAGS.serving_dtype:
+        model = model.with_compute_dtype(FLAGS.serving_dtype)
     if isinstance(model, BertTokenTagger):
         return export_tagger(model, FLAGS.export_base, task=task or "tagging", **options)
     if isinstance(model, BertQuestionAnswerer):

@@ -82,6 +82,9 @@ flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set(s); write eval_resu
 flags.DEFINE_bool("do_predict", False, "Predict the test set(s); write submission files.")
 flags.DEFINE_string("predict_dir", None, "Where submission files go (default <model_dir>/submission).")
 flags.DEFINE_string("export_dir", None, "Export the trained model here (versioned serving SavedModel).")
+flags.DEFINE_enum("serving_dtype", None, ["float32", "bfloat16", "float16"],
+                  "Compute dtype of the serving export (default: the training precision). bfloat16/float16: the "
+                  "encoder's matmuls in that dtype (weights, LayerNorm, softmax and outputs stay float32).")
 flags.DEFINE_bool("strict", False, "A malformed data row is an error instead of being skipped.")
 flags.DEFINE_string("text_column", "sentence", "tsv/csv: header name of the text column.")
 flags.DEFINE_string("text_b_column", None, "tsv/csv: header name of the second text (pair tasks).")
