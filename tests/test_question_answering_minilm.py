@@ -24,14 +24,15 @@ from preemption import sigterm_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE = os.path.join(ROOT, "trainers", "finetune.py")
+EXPORT = os.path.join(ROOT, "trainers", "export.py")
 TRAIN_QUESTIONS, DEV_QUESTIONS, DEV_ARTICLES = 640, 200, 8
 STOP = frozenset("a an the of in on at to is was were are be by for with what which who whom whose when where "
                  "why how did do does that this from as and or it its".split())
 
 
-def _program(*args, timeout=1200):
+def _program(*args, timeout=1200, program=FINETUNE):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, FINETUNE] + list(args), capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([sys.executable, program] + list(args), capture_output=True, text=True, timeout=timeout,
                           env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout
@@ -155,6 +156,42 @@ def test_export_runs_in_tf_2_12_session(run, data_files, tf212_python, tmp_path)
     want = m.window_logits(question=tf.constant([e.question for e in examples]),
                            context=tf.constant([e.context for e in examples]))
     np.testing.assert_allclose(got["window_logits"]["start_logits"], want["start_logits"].numpy(), atol=1e-4)
+
+
+def test_bfloat16_export_answers_as_float32(run, data_files, tf212_python, tmp_path):
+    """trainers/export.py --serving_dtype=bfloat16 on the saved task model: the same answers as the float32
+    --do_predict on nearly every question, logits within bfloat16 rounding, TF Serving's op set, and the same
+    answers in a TF 2.12 session with and without oneDNN (TF Serving builds differ)."""
+    base = str(tmp_path / "bf16")
+    _program(f"--keras_model={os.path.join(run['model_dir'], 'model.keras')}", f"--export_base={base}",
+             "--serving_dtype=bfloat16", program=EXPORT)
+    export = os.path.join(base, "1")
+    check_serving_ops(export)
+    examples = _dev(data_files)
+    q, c = [e.question for e in examples], [e.context for e in examples]
+    m = tf.saved_model.load(export)
+    out = m.serving_default(question=tf.constant(q), context=tf.constant(c))
+    answers = [x.decode() for x in out["answer"].numpy()]
+    preds = json.load(open(os.path.join(run["model_dir"], "predictions.json")))
+    same = sum(preds[e.qas_id] == a for e, a in zip(examples, answers))
+    print(f"bfloat16 export: {same}/{len(examples)} answers as float32 --do_predict")
+    assert same >= 0.9 * len(examples), f"{same}/{len(examples)}"
+    for e, a, s, t in zip(examples, answers, out["start"].numpy(), out["end"].numpy()):
+        assert e.context[s:t] == a
+    float32 = tf.saved_model.load(run["export"])  # held: its variables must outlive the call
+    want = float32.window_logits(question=tf.constant(q[:40]), context=tf.constant(c[:40]))
+    got = m.window_logits(question=tf.constant(q[:40]), context=tf.constant(c[:40]))
+    real = want["token_char_start"].numpy() >= 0
+    err = np.abs(got["start_logits"].numpy() - want["start_logits"].numpy())[real]
+    assert 0 < err.max() < 0.5, err.max()
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps([q[:40], c[:40]]))
+    for onednn in ("1", "0"):
+        proc = subprocess.run([tf212_python, "-c", _TF212, export, str(inputs)], capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got212 = json.loads(proc.stdout.strip().splitlines()[-1])["serving_default"]["answer"]
+        assert sum(a == b for a, b in zip(got212, answers[:40])) >= 38, (onednn, got212, answers[:40])
 
 
 def test_served_over_grpc_and_rest(run, data_files):
