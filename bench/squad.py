@@ -15,7 +15,9 @@ warmup then linear decay, clip 1.0).
 2. Raw question + context -> answer: our exported SavedModel (`serving_default`) against transformers'
    own `pipeline("question-answering")` (transformers 4.x in `.venv-hf4`, `make setup-hf4`: 5.x removed the
    pipeline; bench/hf_qa_pipeline.py), both on the same weights (theirs, fine-tuned in step 1, loaded into
-   bert_tf with `from_pretrained`), all dev questions, `--serve_batch` questions per call.
+   bert_tf with `from_pretrained`), all dev questions, `--serve_batch` questions per call; in float32 on both
+   sides, and in bfloat16 on both sides (ours: `model.with_compute_dtype("bfloat16")`, i.e. export
+   `--serving_dtype=bfloat16`; theirs: the pipeline's `torch_dtype=torch.bfloat16`).
 3. Feature conversion (windows + labels) of every question of the training articles (~9,000, ~10,200
    windows; a rate over a few hundred would mostly time tf.data's one-off setup): our training input
    pipeline (`build_train_dataset`, `model.featurize` in tf.data) against the HF tokenizers fast path +
@@ -246,7 +248,7 @@ def ours_from_hf(path):
     return model
 
 
-def hf_pipeline(path, questions, contexts, tmp):
+def hf_pipeline(path, questions, contexts, tmp, dtype):
     """transformers' question-answering pipeline (transformers 4.x, in FLAGS.hf_python's environment) on the
     same questions: the pipeline's own windows (overlap `hf_overlap()`), scoring and word alignment."""
     import subprocess
@@ -254,42 +256,64 @@ def hf_pipeline(path, questions, contexts, tmp):
     if not os.path.exists(FLAGS.hf_python):
         raise SystemExit(f"{FLAGS.hf_python} not found: run `make setup-hf4` (transformers 4.x for its pipeline)")
     items = os.path.join(tmp, "pipeline_questions.json")
-    out = os.path.join(tmp, "pipeline_answers.json")
+    out = os.path.join(tmp, f"pipeline_answers_{dtype}.json")
     with open(items, "w", encoding="utf-8") as f:
         json.dump([{"question": q, "context": c} for q, c in zip(questions, contexts)], f, ensure_ascii=False)
     subprocess.run([FLAGS.hf_python, os.path.join(ROOT, "bench", "hf_qa_pipeline.py"), "--model", path,
                     "--questions", items, "--out", out, "--max_seq_len", str(FLAGS.seq_length),
                     "--doc_stride", str(hf_overlap()), "--max_answer_len", "30", "--batch", str(FLAGS.serve_batch),
-                    "--threads", str(FLAGS.threads)], check=True)
+                    "--threads", str(FLAGS.threads), "--dtype", dtype], check=True)
     with open(out, encoding="utf-8") as f:
         return json.load(f)
 
 
-def serving(hf_model, tok, dev_examples, tmp):
+def ours_serve(export, questions, contexts):
+    """Answers of our exported SavedModel, `--serve_batch` questions per call, after one warm-up call."""
     import tensorflow as tf
 
+    served = tf.saved_model.load(export)
+    B = FLAGS.serve_batch
+    served.serving_default(question=tf.constant(questions[:B]), context=tf.constant(contexts[:B]))
+    answers = []
+    with Clock() as clock:
+        for i in range(0, len(questions), B):
+            out = served.serving_default(question=tf.constant(questions[i:i + B]),
+                                         context=tf.constant(contexts[i:i + B]))
+            answers += [x.decode() for x in out["answer"].numpy()]
+    return {"answers": answers, "wall_s": clock.wall, "cpu_s": clock.cpu}
+
+
+def serving(hf_model, tok, dev_examples, tmp):
+    """Both sides in float32 and in bfloat16 (ours: `with_compute_dtype`, matmuls in bfloat16, LayerNorm and
+    softmax in float32; theirs: the pipeline's `torch_dtype`), the same fine-tuned float32 weights."""
     from bert_tf.question_answering_export import export_question_answerer
 
     path = save_hf(hf_model, tok, tmp)
     model = ours_from_hf(path)
-    export = export_question_answerer(model, os.path.join(tmp, "export"))
-    served = tf.saved_model.load(export)
     q = [e.question for e in dev_examples]
     c = [e.context for e in dev_examples]
-    B = FLAGS.serve_batch
-    served.serving_default(question=tf.constant(q[:B]), context=tf.constant(c[:B]))  # warm
-    ours = []
-    with Clock() as ours_clock:
-        for i in range(0, len(q), B):
-            out = served.serving_default(question=tf.constant(q[i:i + B]), context=tf.constant(c[i:i + B]))
-            ours += [x.decode() for x in out["answer"].numpy()]
-    theirs = hf_pipeline(path, q, c, tmp)
-    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs["answers"]))
-    return {"ours_questions_per_s": len(q) / ours_clock.wall, "ours_cpu_s": ours_clock.cpu,
-            "hf_pipeline_questions_per_s": len(q) / theirs["wall_s"], "hf_cpu_s": theirs["cpu_s"],
-            "hf_transformers": theirs["transformers"], "identical_answers": same / len(q), "questions": len(q),
-            "different": [{"question": q[i], "ours": a, "pipeline": b} for i, (a, b) in
-                          enumerate(zip(ours, theirs["answers"])) if a.strip() != b.strip()]}
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        served = model if dtype == "float32" else model.with_compute_dtype(dtype)
+        runs["ours", dtype] = ours_serve(export_question_answerer(served, os.path.join(tmp, f"export_{dtype}")), q, c)
+    for dtype in ("float32", "bfloat16"):
+        runs["hf", dtype] = hf_pipeline(path, q, c, tmp, dtype)
+
+    def same(a, b):
+        return sum(x.strip() == y.strip() for x, y in zip(runs[a]["answers"], runs[b]["answers"])) / len(q)
+
+    out = {"questions": len(q), "hf_transformers": runs["hf", "float32"]["transformers"]}
+    for (side, dtype), r in runs.items():
+        out[f"{side}_{dtype}_questions_per_s"] = len(q) / r["wall_s"]
+        out[f"{side}_{dtype}_cpu_s"] = r["cpu_s"]
+    for a, b in [(("ours", "float32"), ("hf", "float32")), (("ours", "bfloat16"), ("hf", "bfloat16")),
+                 (("ours", "bfloat16"), ("hf", "float32")), (("ours", "bfloat16"), ("ours", "float32")),
+                 (("hf", "bfloat16"), ("hf", "float32"))]:
+        out[f"identical_{a[0]}_{a[1]}_vs_{b[0]}_{b[1]}"] = same(a, b)
+    out["different"] = [{"question": q[i], "ours": a, "pipeline": b} for i, (a, b) in
+                        enumerate(zip(runs["ours", "float32"]["answers"], runs["hf", "float32"]["answers"]))
+                        if a.strip() != b.strip()]
+    return out
 
 
 # ----------------------------------------------------------------------------- features
@@ -353,9 +377,16 @@ def main(argv):
         print(f"train ex/s   ours {o['train_examples_per_s_steady']:.2f} | HF {h['train_examples_per_s_steady']:.2f} | "
               f"ratio {o['train_examples_per_s_steady'] / h['train_examples_per_s_steady']:.2f}x "
               f"(CPU s: ours {o['train_cpu_s']:.0f}, HF {h['train_cpu_s']:.0f})")
-    print(f"serving q/s  ours {s['ours_questions_per_s']:.1f} | HF pipeline {s['hf_pipeline_questions_per_s']:.1f} | "
-          f"ratio {s['ours_questions_per_s'] / s['hf_pipeline_questions_per_s']:.2f}x | identical answers "
-          f"{100 * s['identical_answers']:.1f}% (CPU s: ours {s['ours_cpu_s']:.1f}, HF {s['hf_cpu_s']:.1f})")
+    for dtype in ("float32", "bfloat16"):
+        ours, hf = s[f"ours_{dtype}_questions_per_s"], s[f"hf_{dtype}_questions_per_s"]
+        print(f"serving q/s  {dtype:8s} ours {ours:.1f} | HF pipeline {hf:.1f} | ratio {ours / hf:.2f}x | "
+              f"identical answers {100 * s[f'identical_ours_{dtype}_vs_hf_{dtype}']:.1f}% "
+              f"(CPU s: ours {s[f'ours_{dtype}_cpu_s']:.1f}, HF {s[f'hf_{dtype}_cpu_s']:.1f})")
+    print(f"serving q/s  ours bfloat16 / HF float32 (the pipeline's default) "
+          f"{s['ours_bfloat16_questions_per_s'] / s['hf_float32_questions_per_s']:.2f}x, identical answers "
+          f"{100 * s['identical_ours_bfloat16_vs_hf_float32']:.1f}%; bfloat16 = float32 answers: ours "
+          f"{100 * s['identical_ours_bfloat16_vs_ours_float32']:.1f}%, HF "
+          f"{100 * s['identical_hf_bfloat16_vs_hf_float32']:.1f}%")
     print(f"features     ours {f['ours_windows_per_s']:.0f} windows/s | HF tokenizers {f['hf_windows_per_s']:.0f} "
           f"windows/s | ratio {f['ours_windows_per_s'] / f['hf_windows_per_s']:.2f}x ({f['hf_windows']} windows of "
           f"{f['questions']} questions; CPU s: ours {f['ours_cpu_s']:.2f}, HF {f['hf_cpu_s']:.2f}; our first batch "
