@@ -17,7 +17,8 @@ warmup then linear decay, clip 1.0).
    pipeline; bench/hf_qa_pipeline.py), both on the same weights (theirs, fine-tuned in step 1, loaded into
    bert_tf with `from_pretrained`), all dev questions, `--serve_batch` questions per call; in float32 on both
    sides, and in bfloat16 on both sides (ours: `model.with_compute_dtype("bfloat16")`, i.e. export
-   `--serving_dtype=bfloat16`; theirs: the pipeline's `torch_dtype=torch.bfloat16`).
+   `--serving_dtype=bfloat16`; theirs: the pipeline's `torch_dtype=torch.bfloat16`). The "ceiling" is the
+   rate at which our encoder's FLOPs on those windows would run at this machine's measured TF matmul peak.
 3. Feature conversion (windows + labels) of every question of the training articles (~9,000, ~10,200
    windows; a rate over a few hundred would mostly time tf.data's one-off setup): our training input
    pipeline (`build_train_dataset`, `model.featurize` in tf.data) against the HF tokenizers fast path +
@@ -283,6 +284,44 @@ def ours_serve(export, questions, contexts):
     return {"answers": answers, "wall_s": clock.wall, "cpu_s": clock.cpu}
 
 
+def matmul_peak(dtype, m=4096, k=384, n=1536, reps=50):
+    """This machine's measured TF matmul rate (FLOP/s) in `dtype` on the shape of MiniLM's FFN."""
+    import tensorflow as tf
+
+    a, b = tf.cast(tf.random.normal([m, k]), dtype), tf.cast(tf.random.normal([k, n]), dtype)
+    f = tf.function(tf.matmul)
+    f(a, b).numpy()
+    with Clock() as clock:
+        for _ in range(reps):
+            f(a, b).numpy()
+    return 2 * m * k * n * reps / clock.wall
+
+
+def serving_ceiling(model, questions, contexts):
+    """Questions/s if every FLOP of our serving encoder (the windows of each call, cut per length group as
+    `window_logits` does) ran at this machine's measured matmul peak: the most either side could reach."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bert_tf.question_answerer import LENGTH_GROUPS
+
+    cfg = model.encoder.config
+    h, layers = cfg.hidden_size, cfg.num_hidden_layers
+    flops = 0
+    for i in range(0, len(questions), FLAGS.serve_batch):
+        windows = model.featurize(tf.constant(questions[i:i + FLAGS.serve_batch]),
+                                  tf.constant(contexts[i:i + FLAGS.serve_batch]))
+        lengths = np.sort(windows["input_mask"].numpy().sum(1))
+        n, width = len(lengths), windows["input_mask"].shape[1]
+        for g in range(LENGTH_GROUPS):
+            rows = lengths[n * g // LENGTH_GROUPS:n * (g + 1) // LENGTH_GROUPS]
+            if len(rows):
+                t = min((int(rows.max()) + 7) // 8 * 8, width)
+                # QKV, attention output, FFN in and out per token; scores and context per token pair
+                flops += len(rows) * layers * (t * 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 4 * t * t * h)
+    return {dtype: len(questions) / (flops / matmul_peak(dtype)) for dtype in ("float32", "bfloat16")}
+
+
 def serving(hf_model, tok, dev_examples, tmp):
     """Both sides in float32 and in bfloat16 (ours: `with_compute_dtype`, matmuls in bfloat16, LayerNorm and
     softmax in float32; theirs: the pipeline's `torch_dtype`), the same fine-tuned float32 weights."""
@@ -303,6 +342,8 @@ def serving(hf_model, tok, dev_examples, tmp):
         return sum(x.strip() == y.strip() for x, y in zip(runs[a]["answers"], runs[b]["answers"])) / len(q)
 
     out = {"questions": len(q), "hf_transformers": runs["hf", "float32"]["transformers"]}
+    for dtype, rate in serving_ceiling(model, q, c).items():
+        out[f"ceiling_{dtype}_questions_per_s"] = rate
     for (side, dtype), r in runs.items():
         out[f"{side}_{dtype}_questions_per_s"] = len(q) / r["wall_s"]
         out[f"{side}_{dtype}_cpu_s"] = r["cpu_s"]
@@ -381,7 +422,9 @@ def main(argv):
         ours, hf = s[f"ours_{dtype}_questions_per_s"], s[f"hf_{dtype}_questions_per_s"]
         print(f"serving q/s  {dtype:8s} ours {ours:.1f} | HF pipeline {hf:.1f} | ratio {ours / hf:.2f}x | "
               f"identical answers {100 * s[f'identical_ours_{dtype}_vs_hf_{dtype}']:.1f}% "
-              f"(CPU s: ours {s[f'ours_{dtype}_cpu_s']:.1f}, HF {s[f'hf_{dtype}_cpu_s']:.1f})")
+              f"(CPU s: ours {s[f'ours_{dtype}_cpu_s']:.1f}, HF {s[f'hf_{dtype}_cpu_s']:.1f}); ceiling "
+              f"{s[f'ceiling_{dtype}_questions_per_s']:.1f} q/s (ours at "
+              f"{100 * ours / s[f'ceiling_{dtype}_questions_per_s']:.0f}% of it; 2x HF would be {2 * hf:.1f})")
     print(f"serving q/s  ours bfloat16 / HF float32 (the pipeline's default) "
           f"{s['ours_bfloat16_questions_per_s'] / s['hf_float32_questions_per_s']:.2f}x, identical answers "
           f"{100 * s['identical_ours_bfloat16_vs_hf_float32']:.1f}%; bfloat16 = float32 answers: ours "
