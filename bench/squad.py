@@ -300,10 +300,9 @@ def matmul_peak(dtype, m=4096, k=384, n=1536, reps=50):
 def serving_ceiling(model, questions, contexts):
     """Questions/s if every FLOP of our serving encoder (the windows of each call, cut per length group as
     `window_logits` does) ran at this machine's measured matmul peak: the most either side could reach."""
-    import numpy as np
     import tensorflow as tf
 
-    from bert_tf.question_answerer import LENGTH_GROUPS
+    from bert_tf.question_answerer import group_by_length
 
     cfg = model.encoder.config
     h, layers = cfg.hidden_size, cfg.num_hidden_layers
@@ -311,14 +310,11 @@ def serving_ceiling(model, questions, contexts):
     for i in range(0, len(questions), FLAGS.serve_batch):
         windows = model.featurize(tf.constant(questions[i:i + FLAGS.serve_batch]),
                                   tf.constant(contexts[i:i + FLAGS.serve_batch]))
-        lengths = np.sort(windows["input_mask"].numpy().sum(1))
-        n, width = len(lengths), windows["input_mask"].shape[1]
-        for g in range(LENGTH_GROUPS):
-            rows = lengths[n * g // LENGTH_GROUPS:n * (g + 1) // LENGTH_GROUPS]
-            if len(rows):
-                t = min((int(rows.max()) + 7) // 8 * 8, width)
-                # QKV, attention output, FFN in and out per token; scores and context per token pair
-                flops += len(rows) * layers * (t * 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 4 * t * t * h)
+        for rows, cut in group_by_length(windows["input_mask"])[1]:
+            t = int(cut)
+            # QKV, attention output, FFN in and out per token; scores and context per token pair
+            per_window = t * 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 4 * t * t * h
+            flops += int(tf.size(rows)) * layers * per_window
     return {dtype: len(questions) / (flops / matmul_peak(dtype)) for dtype in ("float32", "bfloat16")}
 
 

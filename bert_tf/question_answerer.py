@@ -48,6 +48,28 @@ _NEG = -1e9  # logit of positions that can never be an answer (padding)
 LENGTH_GROUPS = 4  # windows of similar length encoded together at prediction (see `window_logits`)
 
 
+def group_by_length(input_mask, groups=LENGTH_GROUPS):
+    """Windows `input_mask` [F, T] -> (order, [(rows, cut)] * groups): the window indices sorted by length
+    (stable), split into `groups` consecutive parts, each with the width that holds its longest window
+    (rounded up to 8, at most T). `BertQuestionAnswerer.window_logits` encodes each part cut to that width.
+
+    >>> import numpy as np
+    >>> order, parts = group_by_length(np.array([[1] * 12 + [0] * 4, [1] * 3 + [0] * 13]), groups=2)
+    >>> order.numpy().tolist(), [(rows.numpy().tolist(), int(cut)) for rows, cut in parts]
+    ([1, 0], [([1], 8), ([0], 16)])
+    """
+    mask = tf.convert_to_tensor(input_mask)
+    num, width = tf.unstack(tf.shape(mask, out_type=tf.int32))
+    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    order = tf.argsort(lengths, stable=True)
+    parts = []
+    for g in range(groups):
+        rows = order[num * g // groups:num * (g + 1) // groups]
+        longest = tf.reduce_max(tf.concat([tf.gather(lengths, rows), [1]], 0))
+        parts.append((rows, tf.minimum((longest + 7) // 8 * 8, width)))
+    return order, parts
+
+
 def _first_true(mask, axis=-1):
     """Index of the first True along `axis` (the length of the axis when there is none)."""
     n = tf.shape(mask, out_type=tf.int32)[axis]
@@ -239,20 +261,16 @@ class BertQuestionAnswerer(BertTaskModel):
     def window_logits(self, windows, length_groups=LENGTH_GROUPS):
         """Per-window logits of `featurize` output, padding positions set to a large negative value.
 
-        The windows are sorted by length and encoded in `length_groups` groups, each
-        cut to its own longest window (rounded up to 8): a batch mixes full windows of
-        long contexts with short ones, and a third of its tokens would otherwise be
-        padding. Each window's logits are the same either way (padding is masked).
+        The windows are encoded in the groups of `group_by_length`, each cut to its own
+        longest window: a batch mixes full windows of long contexts with short ones, and
+        a third of its tokens would otherwise be padding. Each window's logits are the
+        same either way (padding is masked).
         """
         mask = windows["input_mask"]
-        num, width = tf.shape(mask, out_type=tf.int32)[0], tf.shape(mask, out_type=tf.int32)[1]
-        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-        order = tf.argsort(lengths, stable=True)
+        order, groups = group_by_length(mask, length_groups)
+        width = tf.shape(mask, out_type=tf.int32)[1]
         parts = {"start_logits": [], "end_logits": []}
-        for g in range(length_groups):
-            rows = order[num * g // length_groups:num * (g + 1) // length_groups]
-            longest = tf.reduce_max(tf.concat([tf.gather(lengths, rows), [1]], 0))
-            cut = tf.minimum((longest + 7) // 8 * 8, width)
+        for rows, cut in groups:
             logits = self({k: tf.gather(windows[k], rows)[:, :cut] for k in INPUT_KEYS}, training=False)
             for key, value in logits.items():
                 parts[key].append(tf.pad(tf.cast(value, tf.float32), [[0, 0], [0, width - cut]]))

@@ -107,9 +107,8 @@ class BertTaskModel(keras.Model):
             raise ValueError(f"dtype {dtype!r}: one of float32, bfloat16, float16 (the weights stay float32)")
         policy = keras.dtype_policies.get(policies.get(dtype, dtype))
         config = self.get_config()
-        encoder = dict(config["encoder"])
-        encoder["config"] = {**encoder["config"], "dtype": policy.name}
-        config["encoder"] = encoder
+        encoder = config["encoder"]
+        config["encoder"] = {**encoder, "config": {**encoder["config"], "dtype": policy.name}}
         copy = type(self).from_config(config)
         copy.build()
         copy.set_weights(self.get_weights())
