@@ -63,7 +63,7 @@ class FinetuneConfig:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     optimizer: str = "adamw"
-    adam_bias_correction: bool = False  # True: PyTorch's AdamW; False: Google's AdamWeightDecay
+    adam_bias_correction: bool = True  # True: AdamW as PyTorch/Keras/the Model Garden; False: Google's exact TF1
     strategy: str = "one_device"
     tpu: str | None = None
     num_gpus: int | None = None
@@ -152,6 +152,7 @@ class _Evaluator:
     def __init__(self, task, model, config, strategy):
         self.task, self.model, self.config, self.strategy = task, model, config, strategy
         self._examples = {}
+        self.degenerate = {}  # {split: why its last predictions look like a model that learned nothing}
 
     def examples(self, split):
         if split not in self._examples:
@@ -163,13 +164,35 @@ class _Evaluator:
 
     def evaluate(self, splits=None):
         """Metrics of every evaluation split (prefixed, e.g. MNLI's `mismatched_`)."""
-        results = {}
+        results, self.degenerate = {}, {}
         for split, prefix in (splits or self.task.eval_splits).items():
             if not self.task.has_split(split) or not self.examples(split):
                 continue
-            for name, value in self.task.metrics(self.examples(split), self.predict(split)).items():
+            outputs = self.predict(split)
+            reason = self.task.degenerate_predictions(self.examples(split), outputs)
+            if reason:
+                self.degenerate[split] = reason
+            for name, value in self.task.metrics(self.examples(split), outputs).items():
                 results[prefix + name] = value
         return self.task.aggregate_metrics(results)
+
+
+def warn_if_learned_nothing(task, config, degenerate, step, warmup_steps):
+    """Logs a warning when an evaluation past warm-up shows a model that learned nothing; returns the text."""
+    if not degenerate or step <= warmup_steps:
+        return None
+    what = "; ".join(f"{split}: {why}" for split, why in degenerate.items())
+    causes = [f"a learning rate too high for this model and data (--learning_rate={config.learning_rate:g}; "
+              "try 2e-5 to 5e-5)", "too few steps (raise --num_train_epochs)",
+              "labels too rare for the loss to notice (check the label counts of the training data)"]
+    if not config.adam_bias_correction:
+        causes.insert(0, "the large first updates of Google's uncorrected AdamWeightDecay "
+                         "(--noadam_bias_correction: drop it)")
+    text = (f"{task.name}: at step {step}, past the {warmup_steps} warm-up steps, the model looks like it learned "
+            f"nothing ({what}). Likely causes: " + "; ".join(causes) + ".")
+    logging.warning(text)
+    print("WARNING: " + text, flush=True)
+    return text
 
 
 def _train(task, model, config, strategy, evaluator, exporter):
@@ -186,12 +209,18 @@ def _train(task, model, config, strategy, evaluator, exporter):
         optimizer = create_optimizer(config.optimizer, config.learning_rate, num_train_steps, warmup,
                                      weight_decay=config.weight_decay, bias_correction=config.adam_bias_correction)
     has_dev = any(task.has_split(s) for s in task.eval_splits)
+
+    def evaluate(trainer):
+        results = evaluator.evaluate()
+        warn_if_learned_nothing(task, config, evaluator.degenerate, int(trainer.global_step.numpy()), warmup)
+        return results
+
     trainer = Trainer(
         model, optimizer, task.compute_loss, strategy=strategy, model_dir=config.model_dir,
         num_train_steps=num_train_steps, steps_per_loop=min(config.steps_per_loop, steps_per_epoch),
         save_checkpoints_steps=steps_per_epoch, keep_checkpoint_max=config.keep_checkpoint_max,
         jit_compile=config.jit_compile, global_batch_size=batch,
-        eval_fn=(lambda t: evaluator.evaluate()) if has_dev else None,
+        eval_fn=evaluate if has_dev else None,
         eval_every_steps=steps_per_epoch if has_dev else None, best_exporter=exporter if has_dev else None)
     print(f"{task.name}: {len(examples)} training examples, {steps_per_epoch} steps/epoch, "
           f"{num_train_steps} steps, warmup {warmup}, batch {batch}", flush=True)

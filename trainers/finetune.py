@@ -69,9 +69,11 @@ flags.DEFINE_float("num_train_epochs", 3.0, "Epochs (may be fractional).")
 flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of steps of linear warmup.")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (LayerNorm and biases excluded).")
 flags.DEFINE_enum("optimizer", "adamw", ["adamw", "lamb"], "Optimizer.")
-flags.DEFINE_bool("adam_bias_correction", False,
-                  "AdamW with Adam's bias correction (PyTorch/Hugging Face AdamW). Off = Google's AdamWeightDecay, "
-                  "whose uncorrected moments make the first few hundred updates several times larger.")
+flags.DEFINE_bool("adam_bias_correction", True,
+                  "AdamW with Adam's bias correction, as PyTorch/Hugging Face, Keras and the Model Garden (the "
+                  "default). --noadam_bias_correction = Google's TF1 AdamWeightDecay exactly, whose uncorrected "
+                  "moments make the first few hundred updates 3-6x larger (it can collapse small models on "
+                  "rare labels to predicting one class).")
 flags.DEFINE_enum("strategy", "one_device", ["one_device", "mirrored", "multi_worker", "tpu"], "Distribution.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
 flags.DEFINE_integer("num_gpus", None, "GPUs for --strategy=mirrored (default all).")

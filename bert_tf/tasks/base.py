@@ -84,6 +84,13 @@ class FinetuningTask:
         """Metrics of all splits together -> the reported dict (a hook for derived figures)."""
         return results
 
+    def degenerate_predictions(self, examples, outputs):
+        """Why `outputs` show a model that learned nothing (e.g. one class for every example), or None.
+
+        The driver warns with this after an evaluation past warm-up, so a collapsed run says so."""
+        del examples, outputs
+        return None
+
     def write_predictions(self, split, examples, outputs, out_dir):
         raise NotImplementedError
 

@@ -231,6 +231,15 @@ class QuestionAnsweringTask(FinetuningTask):
             results.pop(k)
         return results
 
+    def degenerate_predictions(self, examples, outputs):
+        texts, _ = self._answers(outputs)
+        answerable = sum(bool(e.answers) for e in examples)
+        if answerable and not any(texts):
+            return "every question is answered with no answer (empty string)"
+        if len(texts) > 1 and len(set(texts)) == 1:
+            return f"every question gets the same answer {texts[0]!r}"
+        return None
+
     def write_predictions(self, split, examples, outputs, out_dir):
         """predictions.json, nbest_predictions.json (+ null_odds.json) and, when the questions have answers,
         the official evaluation merged into eval_results.json. Returns the predictions.json path."""

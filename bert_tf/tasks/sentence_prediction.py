@@ -174,6 +174,20 @@ class SentencePredictionTask(FinetuningTask):
     def metrics(self, examples, outputs):
         return metrics_lib.task_metrics(self.data, outputs["predictions"], outputs["labels"])
 
+    def degenerate_predictions(self, examples, outputs):
+        predictions, labels = np.asarray(outputs["predictions"]), np.asarray(outputs["labels"])
+        if len(predictions) < 2:
+            return None
+        if self.data.is_regression:
+            spread = float(np.std(labels)) if labels.size and not np.isnan(labels).any() else 1.0
+            if float(np.std(predictions)) < 0.01 * max(spread, 1e-6):
+                return f"every prediction is about {float(np.mean(predictions)):.4g} (constant output)"
+            return None
+        labelled = labels[labels >= 0] if labels.size else labels
+        if len(np.unique(predictions)) == 1 and len(np.unique(labelled)) > 1:
+            return f"every one of the {len(predictions)} examples is predicted as {self.labels[int(predictions[0])]!r}"
+        return None
+
     def aggregate_metrics(self, results):
         if self.name == "mnli" and "accuracy" in results:
             results["matched_accuracy"] = results["accuracy"]

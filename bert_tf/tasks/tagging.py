@@ -199,6 +199,15 @@ class TaggingTask(FinetuningTask):
     def metrics(self, examples, outputs):
         return conll.flat_metrics(conll.evaluate([s.tags for s in examples], outputs["tags"]))
 
+    def degenerate_predictions(self, examples, outputs):
+        gold = sum(t != "O" for s in examples for t in (s.tags or []))
+        predicted = sum(t != "O" for tags in outputs["tags"] for t in tags)
+        if gold and not predicted:
+            words = sum(len(s.words) for s in examples)
+            return (f"no entity predicted: every one of the {words} words is tagged O "
+                    f"({gold / max(words, 1):.1%} of the words are inside entities)")
+        return None
+
     def write_predictions(self, split, examples, outputs, out_dir):
         return conll.write_predictions(os.path.join(out_dir, self.test_splits[split]), examples, outputs["tags"])
 
