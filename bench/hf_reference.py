@@ -27,11 +27,12 @@ def optimizer_and_schedule(model, learning_rate, steps, warmup_proportion=0.1, w
 
 def train_loop(model, batches_fn, steps, learning_rate, eps=1e-8):
     """Trains `model` on `batches_fn(epoch)` (yielding keyword dicts with labels) for `steps` steps.
-    Returns (model in eval mode, {"examples_per_s", "seconds", "final_loss"})."""
+    Returns (model in eval mode, {"examples_per_s", "examples_per_s_after_10" (steps 11 on), "seconds",
+    "final_loss"})."""
     optimizer, schedule = optimizer_and_schedule(model, learning_rate, steps, eps=eps)
     model.train()
     step, epoch, examples, losses = 0, 0, 0, []
-    t0 = time.time()
+    t0, t10, examples10 = time.time(), None, 0
     while step < steps:
         for batch in batches_fn(epoch):
             loss = model(**batch).loss
@@ -43,12 +44,15 @@ def train_loop(model, batches_fn, steps, learning_rate, eps=1e-8):
             losses.append(float(loss))
             examples += len(next(iter(batch.values())))
             step += 1
+            if step == 10:
+                t10, examples10 = time.time(), examples
             if step >= steps:
                 break
         epoch += 1
     seconds = time.time() - t0
-    return model.eval(), {"examples_per_s": examples / seconds, "seconds": seconds,
-                          "final_loss": float(np.mean(losses[-20:]))}
+    after_10 = (examples - examples10) / (time.time() - t10) if t10 and step > 10 else 0.0
+    return model.eval(), {"examples_per_s": examples / seconds, "examples_per_s_after_10": after_10,
+                          "seconds": seconds, "final_loss": float(np.mean(losses[-20:]))}
 
 
 def shuffled(n, seed, epoch, batch_size):

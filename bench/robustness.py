@@ -162,7 +162,8 @@ def main():
                 print(json.dumps(result), flush=True)
     with open(args.out, "w") as f:
         json.dump({"rows": {r: ROWS[r] for r in rows}, "runs": runs}, f, indent=1)
-    print(f"\n| task (dev {', '.join(sorted({ROWS[r]['metric'] for r in rows}))}, {len(seeds)} seeds) | ours (defaults) "
+    metrics = ", ".join(sorted({ROWS[r]["metric"] for r in rows}))
+    print(f"\n| task (dev {metrics}, {len(seeds)} seeds) | ours (defaults) "
           "| Hugging Face PyTorch | ours, Google's AdamWeightDecay | ours within or above theirs |")
     print("|---|---|---|---|---|")
     for row in rows:

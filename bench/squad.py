@@ -44,7 +44,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import hf_reference  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -129,24 +131,8 @@ def hf_overlap():
 
 def hf_features(tokenizer, examples, with_labels):
     """HF fast tokenizer windows (overlap `hf_overlap()`: about Google's step), labels from the offsets."""
-    enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
-                    max_length=FLAGS.seq_length, stride=hf_overlap(),
-                    return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
-    mapping = enc["overflow_to_sample_mapping"]
-    starts, ends = [], []
-    for i in range(len(enc["input_ids"])):
-        seq_ids = enc.sequence_ids(i)
-        offsets = enc["offset_mapping"][i]
-        e = examples[mapping[i]]
-        s = t = 0
-        if with_labels and e.answer_start >= 0:
-            ctx = [k for k, x in enumerate(seq_ids) if x == 1]
-            if ctx and offsets[ctx[0]][0] <= e.answer_start and offsets[ctx[-1]][1] >= e.answer_end:
-                s = next(k for k in ctx if offsets[k][1] > e.answer_start)
-                t = max(k for k in ctx if offsets[k][0] < e.answer_end)
-        starts.append(s)
-        ends.append(t)
-    return enc, mapping, starts, ends
+    return hf_reference.qa_features(tokenizer, examples, FLAGS.seq_length, hf_overlap(), with_labels,
+                                    padding="max_length")
 
 
 def hf_finetune(train_examples, dev_examples):
@@ -169,13 +155,7 @@ def hf_finetune(train_examples, dev_examples):
         sp, ep = torch.tensor(starts), torch.tensor(ends)
         n = len(train_examples)
         steps = max(1, round(n / FLAGS.batch_size * FLAGS.epochs))
-        warmup = int(0.1 * steps)
-        decay = [p for name, p in model.named_parameters() if not any(k in name for k in ("bias", "LayerNorm"))]
-        rest = [p for name, p in model.named_parameters() if any(k in name for k in ("bias", "LayerNorm"))]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
-                                lr=FLAGS.learning_rate, eps=1e-6)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+        opt, sched = hf_reference.optimizer_and_schedule(model, FLAGS.learning_rate, steps, eps=1e-6)
         g = torch.Generator().manual_seed(0)
         order = torch.cat([torch.randperm(len(ids), generator=g) for _ in range(int(np.ceil(steps * FLAGS.batch_size
                                                                                           / len(ids))) + 1)])
@@ -196,22 +176,7 @@ def hf_finetune(train_examples, dev_examples):
     steady = (steps - 2) * FLAGS.batch_size / steady_s if steps > 2 else float("nan")
     # dev: window logits decoded by the same n-best rules as ours
     model.eval()
-    enc, mapping, _, _ = hf_features(tok, dev_examples, False)
-    with torch.no_grad():
-        logits = [model(input_ids=torch.tensor(enc["input_ids"][i:i + 32]),
-                        attention_mask=torch.tensor(enc["attention_mask"][i:i + 32]),
-                        token_type_ids=torch.tensor(enc["token_type_ids"][i:i + 32]))
-                  for i in range(0, len(enc["input_ids"]), 32)]
-    start = np.concatenate([x.start_logits.numpy() for x in logits])
-    end = np.concatenate([x.end_logits.numpy() for x in logits])
-    cs = np.full(start.shape, -1)
-    ce = np.full(start.shape, -1)
-    for i in range(len(start)):
-        for k, (sid, (a, b)) in enumerate(zip(enc.sequence_ids(i), enc["offset_mapping"][i])):
-            if sid == 1:
-                cs[i, k], ce[i, k] = a, b
-    windows = {"example_index": np.array(mapping), "start_logits": start, "end_logits": end,
-               "token_char_start": cs, "token_char_end": ce, "token_is_max_context": cs >= 0}
+    windows = hf_reference.qa_window_logits(model, tok, dev_examples, FLAGS.seq_length, hf_overlap())
     spans = squad.best_spans(windows, len(dev_examples), contexts=[e.context for e in dev_examples])
     texts, *_ = squad.final_answers(spans)
     scores = squad.evaluate(dev_examples, {e.qas_id: t for e, t in zip(dev_examples, texts)})

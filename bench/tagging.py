@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,6 +38,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import bert_tf  # noqa: E402
+import hf_reference  # noqa: E402
 from bert_tf import conll  # noqa: E402
 from bert_tf.checkpoints import get_encoder_weights, hf_name_to_google  # noqa: E402
 from bert_tf.optimization import create_optimizer  # noqa: E402
@@ -54,7 +56,8 @@ def train_ours(task, examples, args):
     model = task.build_model(pretrained.encoder, pre)
     steps = int(np.ceil(len(examples) / args.batch)) * args.epochs
     marks = []
-    trainer = Trainer(model, create_optimizer("adamw", args.lr, steps, steps // 10), task.compute_loss,
+    optimizer = create_optimizer("adamw", args.lr, steps, steps // 10, bias_correction=True)  # finetune.py's default
+    trainer = Trainer(model, optimizer, task.compute_loss,
                       model_dir=tempfile.mkdtemp(prefix="bench_tag_"), num_train_steps=steps, steps_per_loop=10,
                       save_checkpoints_steps=None, global_batch_size=args.batch, checkpoint_dataset_iterator=False,
                       print_fn=lambda s: None, loop_end_fn=lambda t, step, logs: marks.append((step, time.time())))
@@ -65,65 +68,10 @@ def train_ours(task, examples, args):
     return model, steps * args.batch / total, steady
 
 
-def _hf_batches(tokenizer, sentences, labels, args, shuffle_seed=None):
-    order = np.arange(len(sentences))
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(sentences))
-    ids = {t: i for i, t in enumerate(labels)}
-    for i in range(0, len(order), args.batch):
-        chunk = [sentences[j] for j in order[i:i + args.batch]]
-        enc = tokenizer([s.words for s in chunk], is_split_into_words=True, truncation=True,
-                        max_length=args.seq_length, padding=True, return_tensors="pt")
-        word_labels = []
-        for b, s in enumerate(chunk):
-            previous, row = None, []
-            for w in enc.word_ids(b):
-                row.append(-100 if w is None or w == previous or s.tags is None else ids[s.tags[w]])
-                previous = w
-            word_labels.append(row)
-        yield chunk, enc, torch.tensor(word_labels)
-
-
 def train_hf(train, labels, args):
-    torch.manual_seed(0)
-    tokenizer = transformers.BertTokenizerFast.from_pretrained(datasets.minilm_dir())
-    model = transformers.BertForTokenClassification.from_pretrained(
-        datasets.minilm_dir(), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={t: i for i, t in enumerate(labels)})
-    steps = int(np.ceil(len(train) / args.batch)) * args.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, steps // 10, steps)
-    model.train()
-    t0, step, t_steady = time.time(), 0, None
-    for epoch in range(args.epochs):
-        for _, enc, y in _hf_batches(tokenizer, train, labels, args, shuffle_seed=epoch):
-            loss = model(**enc, labels=y).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            if step == 10:
-                t_steady = time.time()
-    total = time.time() - t0
-    steady = (step - 10) * args.batch / (time.time() - t_steady) if t_steady else 0.0
-    return model.eval(), tokenizer, steps * args.batch / total, steady
-
-
-def hf_word_tags(model, tokenizer, test, labels, args):
-    predicted = []
-    with torch.no_grad():
-        for chunk, enc, _ in _hf_batches(tokenizer, test, labels, args):
-            ids = model(**enc).logits.argmax(-1).numpy()
-            for b, s in enumerate(chunk):
-                tags, previous = ["O"] * len(s.words), None
-                for position, w in enumerate(enc.word_ids(b)):
-                    if w is not None and w != previous:
-                        tags[w] = labels[ids[b, position]]
-                    previous = w
-                predicted.append(tags)
-    return predicted
+    model, tokenizer, stats = hf_reference.tagger(datasets.minilm_dir(), labels, train, args.seq_length, args.batch,
+                                                  args.epochs, args.lr, seed=0)
+    return model, tokenizer, stats["examples_per_s"], stats["examples_per_s_after_10"]
 
 
 def copy_into_hf(tagger, hf_model):
@@ -196,7 +144,8 @@ def main():
     print(f"ours:  {ours_rate:6.1f} training examples/s ({ours_steady:.1f} after 10 steps); test entity F1 "
           f"{ours_f1['f1']:.4f} (P {ours_f1['precision']:.4f} R {ours_f1['recall']:.4f})", flush=True)
     hf_model, tokenizer, hf_rate, hf_steady = train_hf(train, task.labels, args)
-    hf_f1 = conll.evaluate([s.tags for s in test], hf_word_tags(hf_model, tokenizer, test, task.labels, args))
+    hf_f1 = conll.evaluate([s.tags for s in test],
+                           hf_reference.tag(hf_model, tokenizer, test, task.labels, args.seq_length))
     print(f"HF:    {hf_rate:6.1f} training examples/s ({hf_steady:.1f} after 10 steps); test entity F1 "
           f"{hf_f1['f1']:.4f} (P {hf_f1['precision']:.4f} R {hf_f1['recall']:.4f})", flush=True)
     steady = f"{ours_steady / hf_steady:.2f}x" if ours_steady and hf_steady else "n/a (too few steps)"
