@@ -48,7 +48,7 @@ def main():
     import numpy as np
 
     from fixtures import datasets
-    from bert_tf.distribute import cpu_has_native_bf16
+    from bert_tf.training.distribute import cpu_has_native_bf16
 
     minilm = datasets.minilm_dir()
     work = tempfile.mkdtemp(prefix="bench_accuracy_")

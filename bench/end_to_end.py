@@ -2,7 +2,7 @@
 
 In one run, on real English sentences (fixtures.datasets.real_sentences):
   * ours: a MiniLM-size BertClassifier (the real MiniLM weights) exported with
-    bert_tf.export.export_classifier and called through its `serving_default`
+    bert_tf.tasks.classification.export.export_classifier and called through its `serving_default`
     signature (tokenizer inside, each batch padded only to its longest row);
   * keras-hub: BertTextClassifier with its own BertTextClassifierPreprocessor
     (same vocab, sequence_length 128, same backbone size), `predict_on_batch`.
@@ -70,10 +70,10 @@ def _keras_hub_classifier(cfg, vocab, seq_length, dropout=0.1):
 
 def inference(args):
     import bert_tf
-    from bert_tf import distribute
+    from bert_tf.training import distribute
     from fixtures import datasets
-    from bert_tf.classifier import BertClassifier
-    from bert_tf.export import export_classifier
+    from bert_tf.tasks.classification.model import BertClassifier
+    from bert_tf.tasks.classification.export import export_classifier
 
     texts = datasets.real_sentences(args.sentences)
     batches = [tf.constant(texts[i:i + args.batch]) for i in range(0, len(texts), args.batch)]
@@ -149,9 +149,9 @@ def finetune_epoch(args):
     import keras
 
     import bert_tf
-    from bert_tf import glue
+    from bert_tf.tasks.classification import data as glue
     from fixtures import datasets
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.training.optimization import create_optimizer
     from bert_tf.tasks import SentencePredictionTask
     from bert_tf.training import Trainer
 

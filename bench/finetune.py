@@ -50,7 +50,7 @@ class Ours:
 
         import bert_tf
         from fixtures import datasets
-        from bert_tf.optimization import create_optimizer
+        from bert_tf.training.optimization import create_optimizer
         from bert_tf.tasks import SentencePredictionTask
         from bert_tf.training import Trainer
 
@@ -137,7 +137,7 @@ def main(argv):
 
     import numpy as np
 
-    from bert_tf import glue
+    from bert_tf.tasks.classification import data as glue
     from fixtures import datasets
 
     data_dir = datasets.tweets_task_dir(tempfile.mkdtemp(prefix="bench_ft_"), train_size=FLAGS.num_examples,

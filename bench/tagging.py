@@ -8,7 +8,7 @@
    * theirs: `BertForTokenClassification` in a plain PyTorch loop (`BertTokenizerFast(is_split_into_words)`,
      each batch padded to its longest, -100 on later subwords; sentences over the length truncated).
    Training examples/s (whole run, and after the first 10 steps) and entity F1 on the first --test sentences of
-   CoNLL-2003 test, both scored by conlleval's rules (`bert_tf.conll`).
+   CoNLL-2003 test, both scored by conlleval's rules (`bert_tf.tasks.tagging.data`).
 2. Raw text -> entity spans: our exported SavedModel (`serving_default`) against
    `transformers.pipeline("token-classification", aggregation_strategy="first")` holding OUR fine-tuned
    weights (copied into the PyTorch model), batch --batch, on the test sentences joined by spaces:
@@ -39,10 +39,10 @@ import transformers  # noqa: E402
 
 import bert_tf  # noqa: E402
 import hf_reference  # noqa: E402
-from bert_tf import conll  # noqa: E402
-from bert_tf.checkpoints import get_encoder_weights, hf_name_to_google  # noqa: E402
-from bert_tf.optimization import create_optimizer  # noqa: E402
-from bert_tf.tagging_export import export_tagger  # noqa: E402
+from bert_tf.tasks.tagging import metrics as conll_metrics  # noqa: E402
+from bert_tf.model.checkpoints import get_encoder_weights, hf_name_to_google  # noqa: E402
+from bert_tf.training.optimization import create_optimizer  # noqa: E402
+from bert_tf.tasks.tagging.export import export_tagger  # noqa: E402
 from bert_tf.tasks import TaggingTask  # noqa: E402
 from bert_tf.training import Trainer  # noqa: E402
 from fixtures import conll as conll_data  # noqa: E402
@@ -140,11 +140,11 @@ def main():
           f"{torch.get_num_threads()} torch threads", flush=True)
 
     tagger, ours_rate, ours_steady = train_ours(task, train, args)
-    ours_f1 = conll.evaluate([s.tags for s in test], task.predict(tagger, test, 64)["tags"])
+    ours_f1 = conll_metrics.evaluate([s.tags for s in test], task.predict(tagger, test, 64)["tags"])
     print(f"ours:  {ours_rate:6.1f} training examples/s ({ours_steady:.1f} after 10 steps); test entity F1 "
           f"{ours_f1['f1']:.4f} (P {ours_f1['precision']:.4f} R {ours_f1['recall']:.4f})", flush=True)
     hf_model, tokenizer, hf_rate, hf_steady = train_hf(train, task.labels, args)
-    hf_f1 = conll.evaluate([s.tags for s in test],
+    hf_f1 = conll_metrics.evaluate([s.tags for s in test],
                            hf_reference.tag(hf_model, tokenizer, test, task.labels, args.seq_length))
     print(f"HF:    {hf_rate:6.1f} training examples/s ({hf_steady:.1f} after 10 steps); test entity F1 "
           f"{hf_f1['f1']:.4f} (P {hf_f1['precision']:.4f} R {hf_f1['recall']:.4f})", flush=True)

@@ -8,36 +8,43 @@ does for its models. Other public names are imported when first used.
 
 import importlib
 
-# Modules whose classes saved models name (keras.saving.register_keras_serializable).
-from bert_tf import (classifier, encoder, optimization, packer, preprocessor, pretraining,  # noqa: E402,F401
-                     question_answerer, tagger, tokenizer)
+# Modules whose classes saved models name (keras.saving.register_keras_serializable). The registered names
+# ("bert_tf>BertClassifier", ...) do not depend on the module path, so files saved before the layout moved load.
+from bert_tf.pretraining import pretrainer  # noqa: E402,F401
+from bert_tf.model import encoder  # noqa: E402,F401
+from bert_tf.tasks.classification import model as _classifier_model  # noqa: E402,F401
+from bert_tf.tasks.question_answering import model as _question_answering_model  # noqa: E402,F401
+from bert_tf.tasks.tagging import model as _tagging_model  # noqa: E402,F401
+from bert_tf.text import packer, preprocessor, tokenizer  # noqa: E402,F401
+from bert_tf.training import optimization  # noqa: E402,F401
 
 # public name -> module (relative to this package) that defines it
 _EXPORTS = {
     # preprocessing (tensorflow-text ops, in the graph): tokenizer + packer = preprocessor
-    "BertTokenizer": "tokenizer",
-    "BertPacker": "packer",
-    "BertPreprocessor": "preprocessor",
-    "load_vocab": "tokenizer",
+    "BertTokenizer": "text.tokenizer",
+    "BertPacker": "text.packer",
+    "BertPreprocessor": "text.preprocessor",
+    "load_vocab": "text.tokenizer",
     # SavedModel op checks (TF Serving compatibility)
-    "list_custom_ops": "saved_model_ops",
-    "check_serving_ops": "saved_model_ops",
-    "TF_SERVING_CUSTOM_OPS": "saved_model_ops",
+    "list_custom_ops": "export.serving_ops",
+    "check_serving_ops": "export.serving_ops",
+    "TF_SERVING_CUSTOM_OPS": "export.serving_ops",
     # encoder and checkpoints
-    "BertConfig": "config",
-    "BertEncoder": "encoder",
-    "from_pretrained": "checkpoints",
-    "save_pretrained": "checkpoints",
-    "save_tf1_checkpoint": "checkpoints",
+    "BertConfig": "model.config",
+    "BertEncoder": "model.encoder",
+    "from_pretrained": "model.checkpoints",
+    "save_pretrained": "model.checkpoints",
+    "save_tf1_checkpoint": "model.checkpoints",
     # task models (encoder + preprocessor + head) and their serving export
-    "BertClassifier": "classifier",
-    "BertTokenTagger": "tagger",
-    "BertQuestionAnswerer": "question_answerer",
-    "export_question_answerer": "question_answering_export",
-    "export_classifier": "export",
+    "BertClassifier": "tasks.classification.model",
+    "BertTokenTagger": "tasks.tagging.model",
+    "BertQuestionAnswerer": "tasks.question_answering.model",
+    "export_question_answerer": "tasks.question_answering.export",
+    "export_classifier": "tasks.classification.export",
+    "export_tagger": "tasks.tagging.export",
     # LiteRT (.tflite with the tokenizer inside) for devices and single-request CPU serving
-    "export_litert": "litert",
-    "LiteRTClassifier": "litert",
+    "export_litert": "tasks.classification.litert",
+    "LiteRTClassifier": "tasks.classification.litert",
 }
 
 __all__ = sorted(_EXPORTS)

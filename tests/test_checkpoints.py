@@ -13,8 +13,8 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 import bert_tf
-from bert_tf import checkpoints
-from bert_tf.checkpoints import CheckpointError
+from bert_tf.model import checkpoints
+from bert_tf.model.checkpoints import CheckpointError
 from fixtures.datasets import real_sentences
 
 TOL = 1e-4

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import bert_tf
-from bert_tf.classifier import BertClassifier
+from bert_tf.tasks.classification.model import BertClassifier
 
 SENTENCES = ["The movie was a delight from start to finish.", "I would not recommend this phone to anyone.",
              "Stocks closed flat on Tuesday."]

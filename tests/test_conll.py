@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from bert_tf import conll
+from bert_tf.tasks.tagging import data as conll
+
+from bert_tf.tasks.tagging import metrics as conll_metrics
 
 
 def _write(path, text):
@@ -65,27 +67,27 @@ def test_tag_scheme_detection_and_label_order():
     ([], []),
 ])
 def test_chunks_follow_conlleval(tags, want):
-    assert conll.chunks(tags) == want
+    assert conll_metrics.chunks(tags) == want
 
 
 def test_evaluate_micro_per_type_and_accuracy():
     gold = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "O"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG", "O"], ["I-ORG", "O"]]
     # gold: PER(0,2) LOC(3,4) ORG(0,1); predicted: PER(0,2) ORG(3,4) ORG(0,1) -> 2 of 3 right both ways.
-    r = conll.evaluate(gold, pred)
+    r = conll_metrics.evaluate(gold, pred)
     assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
     assert r["f1"] == pytest.approx(2 / 3)
     assert r["accuracy"] == pytest.approx(5 / 7)  # B-LOC vs B-ORG and B-ORG vs I-ORG differ
     assert r["per_type"]["PER"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
     assert r["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert r["per_type"]["ORG"]["precision"] == 0.5 and r["per_type"]["ORG"]["recall"] == 1.0
-    flat = conll.flat_metrics(r)
+    flat = conll_metrics.flat_metrics(r)
     assert flat["ORG_f1"] == pytest.approx(2 / 3) and "per_type" not in flat
     # A partly right span is wrong; no predicted entity at all gives 0, not a division error.
-    assert conll.evaluate([["B-PER", "I-PER"]], [["B-PER", "O"]])["f1"] == 0.0
-    assert conll.evaluate([["O"]], [["O"]])["f1"] == 0.0
+    assert conll_metrics.evaluate([["B-PER", "I-PER"]], [["B-PER", "O"]])["f1"] == 0.0
+    assert conll_metrics.evaluate([["O"]], [["O"]])["f1"] == 0.0
     with pytest.raises(ValueError, match="2 gold tags but 1"):
-        conll.evaluate([["O", "O"]], [["O"]])
+        conll_metrics.evaluate([["O", "O"]], [["O"]])
 
 
 def test_write_predictions(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from fixtures import datasets
-from bert_tf import pretraining_data as pdata
+from bert_tf.pretraining import data as pdata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(ROOT, "trainers", "create_pretraining_data.py")

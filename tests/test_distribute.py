@@ -1,4 +1,4 @@
-"""bert_tf.distribute: strategies by name, logical CPUs, mixed precision policies."""
+"""bert_tf.training.distribute: strategies by name, logical CPUs, mixed precision policies."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_tf import distribute  # noqa: E402
+from bert_tf.training import distribute  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def test_bad_names_are_clear_errors():
 
 def test_two_logical_cpus_give_two_mirrored_replicas():
     code = (
-        "from bert_tf import distribute as d\n"
+        "from bert_tf.training import distribute as d\n"
         "import tensorflow as tf\n"
         "devs = d.set_logical_cpus(2)\n"
         "s = d.get_strategy('mirrored')\n"
@@ -71,7 +71,7 @@ def test_bf16_cpu_detection_from_flags():
 
 def test_mixed_precision_policies(caplog):
     try:
-        with caplog.at_level("INFO", logger="bert_tf.distribute"):
+        with caplog.at_level("INFO", logger="bert_tf.training.distribute"):
             assert distribute.configure_mixed_precision("mixed_bfloat16") == "mixed_bfloat16"
         assert keras.mixed_precision.dtype_policy().compute_dtype == "bfloat16"
         if not tf.config.list_physical_devices("GPU"):

@@ -8,8 +8,8 @@ import torch
 import transformers
 
 from bert_tf import BertConfig, BertEncoder
-from bert_tf.checkpoints import hf_name_to_google, set_encoder_weights
-from bert_tf.layers import activation_fn
+from bert_tf.model.checkpoints import hf_name_to_google, set_encoder_weights
+from bert_tf.model.layers import activation_fn
 
 TINY = dict(vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
             intermediate_size=40, max_position_embeddings=32)
@@ -161,7 +161,7 @@ def test_get_config_round_trip():
 
 
 def test_mean_pool_matches_sentence_transformers_formula():
-    from bert_tf.encoder import mean_pool
+    from bert_tf.model.encoder import mean_pool
 
     rng = np.random.default_rng(1)
     seq = rng.normal(size=(3, 6, 5)).astype("float32")

@@ -16,10 +16,12 @@ import keras  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
 import bert_tf  # noqa: E402
-from bert_tf import export as export_lib  # noqa: E402
-from bert_tf.classifier import BertClassifier  # noqa: E402
-from bert_tf.preprocessor import BertPreprocessor  # noqa: E402
-from bert_tf.saved_model_ops import check_serving_ops, list_custom_ops  # noqa: E402
+from bert_tf.export import saved_model as export_lib  # noqa: E402
+from bert_tf.export.hub import export_hub_style  # noqa: E402
+from bert_tf.tasks.classification.export import export_classifier  # noqa: E402
+from bert_tf.tasks.classification.model import BertClassifier  # noqa: E402
+from bert_tf.text.preprocessor import BertPreprocessor  # noqa: E402
+from bert_tf.export.serving_ops import check_serving_ops, list_custom_ops  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = ["A short one.", "A somewhat longer sentence, with punctuation and café 北京!", "", "ok"]
@@ -60,7 +62,7 @@ def classifier(minilm_vocab):
 @pytest.fixture(scope="module")
 def exported(classifier, tmp_path_factory):
     base = str(tmp_path_factory.mktemp("export") / "bert")
-    path = export_lib.export_classifier(classifier, base, task="tweets")
+    path = export_classifier(classifier, base, task="tweets")
     return base, path
 
 
@@ -155,7 +157,7 @@ def test_regression_pair_export(minilm_vocab, tmp_path):
     pre = BertPreprocessor(minilm_vocab, seq_length=24)
     reg = BertClassifier(_tiny_encoder(1), pre, num_classes=1, is_pair=True)
     base = str(tmp_path / "sts")
-    path = export_lib.export_classifier(reg, base, version=7)
+    path = export_classifier(reg, base, version=7)
     assert path.endswith(os.sep + "7")
     m = tf.saved_model.load(path)
     want = reg(pre([tf.constant(TEXTS), tf.constant(PAIRS_B)]), training=False).numpy()[:, 0]
@@ -171,7 +173,7 @@ def test_regression_pair_export(minilm_vocab, tmp_path):
     assert logs[2].WhichOneof("log_type") == "regress_log"
     assert export_lib.next_version(base) == 8
     with pytest.raises(FileExistsError, match="7"):
-        export_lib.export_classifier(reg, base, version=7)
+        export_classifier(reg, base, version=7)
 
 
 def test_atomic_versioning(tmp_path):
@@ -198,7 +200,7 @@ def test_atomic_versioning(tmp_path):
 
 def test_hub_style_pair(classifier, tmp_path):
     pre, enc = classifier.preprocessor, classifier.encoder
-    pre_dir, enc_dir = export_lib.export_hub_style(pre, enc, str(tmp_path / "hub"))
+    pre_dir, enc_dir = export_hub_style(pre, enc, str(tmp_path / "hub"))
     P = tf.saved_model.load(pre_dir)
     E = tf.saved_model.load(enc_dir)
     text = tf.constant(TEXTS)

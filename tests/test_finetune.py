@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import bert_tf
-from bert_tf import glue
+from bert_tf.tasks.classification import data as glue
 from preemption import sigterm_when
 from bert_tf.tasks import SentencePredictionTask
 from fixtures import datasets

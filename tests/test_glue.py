@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from bert_tf import glue
+from bert_tf.tasks.classification import data as glue
 
 
 def _write(path, lines):

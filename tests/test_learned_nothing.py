@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 
-from bert_tf import finetuning, glue
-from bert_tf.conll import Sentence
-from bert_tf.squad import SquadExample
+from bert_tf.training import finetuning
+from bert_tf.tasks.classification import data as glue
+from bert_tf.tasks.tagging.data import Sentence
+from bert_tf.tasks.question_answering.data import SquadExample
 from bert_tf.tasks import QuestionAnsweringTask, SentencePredictionTask, TaggingTask
 
 

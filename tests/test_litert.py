@@ -1,4 +1,4 @@
-"""LiteRT export (bert_tf.litert): raw strings in a .tflite run by ai_edge_litert's InterpreterWithCustomOps.
+"""LiteRT export (bert_tf.export.litert): raw strings in a .tflite run by ai_edge_litert's InterpreterWithCustomOps.
 
 Tiny random encoders on the real MiniLM vocabulary (30,522 tokens): the tokenizer inside is the real one.
 """
@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import litert, litert_parity
+from bert_tf.export import litert
+from bert_tf.tasks.classification import litert as classifier_litert
+from bert_tf.export import litert_parity
 from fixtures import datasets
 
 TEXTS = ["I love this phone, best purchase ever!", "meh", "Worst customer service I have ever had. " * 4,
@@ -44,7 +46,7 @@ def clf(vocab):
 
 @pytest.fixture(scope="module")
 def float_export(clf, tmp_path_factory):
-    return litert.export_litert(clf, tmp_path_factory.mktemp("litert") / "f32", precision="float32", task="tweets")
+    return classifier_litert.export_litert(clf, tmp_path_factory.mktemp("litert") / "f32", precision="float32", task="tweets")
 
 
 def _keras_outputs(clf, texts):
@@ -54,7 +56,7 @@ def _keras_outputs(clf, texts):
 
 
 def test_float32_matches_keras_raw_strings_any_batch(clf, float_export):
-    runner = litert.LiteRTClassifier(float_export)
+    runner = classifier_litert.LiteRTClassifier(float_export)
     ref = _keras_outputs(clf, TEXTS)
     out = runner.predict(TEXTS)  # batch 4, padded to its longest row inside
     np.testing.assert_allclose(out["probabilities"], ref["probabilities"], atol=2e-5)
@@ -67,7 +69,7 @@ def test_float32_matches_keras_raw_strings_any_batch(clf, float_export):
 
 
 def test_batch_one_runs_at_its_own_length(clf, float_export):
-    runner = litert.LiteRTClassifier(float_export)
+    runner = classifier_litert.LiteRTClassifier(float_export)
     short = runner.tokenize(["great"])
     assert short["input_word_ids"].shape == (1, 3)  # [CLS] great [SEP], not padded to 32
     long = runner.tokenize([TEXTS[2]])
@@ -105,10 +107,10 @@ def test_quantized_precisions(clf, float_export, tmp_path):
     ref = _keras_outputs(clf, texts)
     sizes = {"float32": os.path.getsize(float_export)}
     for precision in ("float16", "dynamic_int8", "int8"):
-        path = litert.export_litert(clf, tmp_path / precision, precision=precision,
+        path = classifier_litert.export_litert(clf, tmp_path / precision, precision=precision,
                                     representative_texts=texts[:50] if precision == "int8" else None)
         sizes[precision] = os.path.getsize(path)
-        runner = litert.LiteRTClassifier(path)
+        runner = classifier_litert.LiteRTClassifier(path)
         probs = np.concatenate([runner.predict(texts[i:i + 50])["probabilities"] for i in range(0, 300, 50)])
         agree = np.mean(probs.argmax(-1) == ref["class_ids"])
         err = np.abs(probs - ref["probabilities"]).max()
@@ -121,17 +123,17 @@ def test_quantized_precisions(clf, float_export, tmp_path):
 
 def test_int8_needs_texts_and_known_precision(clf, tmp_path):
     with pytest.raises(ValueError, match="representative_texts"):
-        litert.export_litert(clf, tmp_path / "x", precision="int8")
+        classifier_litert.export_litert(clf, tmp_path / "x", precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
-        litert.export_litert(clf, tmp_path / "x", precision="int4")
+        classifier_litert.export_litert(clf, tmp_path / "x", precision="int4")
     assert not os.path.exists(tmp_path / "x")
 
 
 def test_atomic_write(clf, tmp_path, monkeypatch):
     out = tmp_path / "lite"
-    litert.export_litert(clf, out, precision="float32")
+    classifier_litert.export_litert(clf, out, precision="float32")
     first = (out / "model.tflite").read_bytes()
-    litert.export_litert(clf, out, precision="dynamic_int8")  # an existing dir: files replaced by rename
+    classifier_litert.export_litert(clf, out, precision="dynamic_int8")  # an existing dir: files replaced by rename
     assert sorted(os.listdir(out)) == ["model.json", "model.tflite"]
     assert (out / "model.tflite").read_bytes() != first
     assert json.loads((out / "model.json").read_text())["precision"] == "dynamic_int8"
@@ -141,7 +143,7 @@ def test_atomic_write(clf, tmp_path, monkeypatch):
 
     monkeypatch.setattr(litert, "_check", broken)
     with pytest.raises(RuntimeError):
-        litert.export_litert(clf, tmp_path / "never", precision="float32")
+        classifier_litert.export_litert(clf, tmp_path / "never", precision="float32")
     assert sorted(os.listdir(tmp_path)) == ["lite"]  # no half-written dir or hidden temp left
 
 
@@ -149,28 +151,28 @@ def test_pair_classifier_and_regression(vocab, tmp_path):
     pair = _classifier(vocab, num_classes=2, is_pair=True, seed=1)
     a = ["a man is playing a guitar", "how do i reset my password?"]
     b = ["someone plays an instrument", "the weather is lovely " * 10]
-    path = litert.export_litert(pair, tmp_path / "pair", precision="float32")
+    path = classifier_litert.export_litert(pair, tmp_path / "pair", precision="float32")
     assert litert.read_metadata(tmp_path / "pair")["inputs"] == ["text_a", "text_b"]
-    out = litert.LiteRTClassifier(path).predict(list(zip(a, b)))
+    out = classifier_litert.LiteRTClassifier(path).predict(list(zip(a, b)))
     ref = _keras_outputs(pair, (a, b))
     np.testing.assert_allclose(out["probabilities"], ref["probabilities"], atol=2e-5)
-    got = litert.LiteRTClassifier(path).tokenize(list(zip(a, b)))
+    got = classifier_litert.LiteRTClassifier(path).tokenize(list(zip(a, b)))
     want = pair.preprocessor.with_padding(dynamic_padding=True, pad_to_multiple_of=1)([tf.constant(a), tf.constant(b)])
     for key in want:
         np.testing.assert_array_equal(got[key], want[key].numpy())
 
     reg = _classifier(vocab, num_classes=1, seed=2)
-    path = litert.export_litert(reg, tmp_path / "reg", precision="float32")
+    path = classifier_litert.export_litert(reg, tmp_path / "reg", precision="float32")
     meta = litert.read_metadata(tmp_path / "reg")
     assert meta["outputs"] == ["predictions"] and meta["regression"] and meta["labels"] is None
-    out = litert.LiteRTClassifier(path).predict(TEXTS)
+    out = classifier_litert.LiteRTClassifier(path).predict(TEXTS)
     np.testing.assert_allclose(out["predictions"], _keras_outputs(reg, TEXTS)["predictions"], atol=2e-5)
 
 
 @pytest.fixture(scope="module")
 def tokenizer_tflite(vocab):
     pre = bert_tf.BertPreprocessor(vocabulary=vocab, seq_length=128)
-    return pre, litert.LiteRTClassifier(litert.convert_tokenizer(pre))
+    return pre, classifier_litert.LiteRTClassifier(litert.convert_tokenizer(pre))
 
 
 def test_tokenizer_parity_ascii_is_exact(tokenizer_tflite):

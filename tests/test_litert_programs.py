@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import litert
+from bert_tf.export import litert
+from bert_tf.tasks.classification import litert as classifier_litert
 from fixtures import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +61,7 @@ def test_finetune_writes_int8_tflite(run_dir):
     assert meta["precision"] == "int8" and meta["representative_examples"] == 40 and meta["task"] == "tsv"
     assert meta["labels"] == ["negative", "neutral", "positive"] and meta["max_seq_length"] == 48
     texts = _dev_texts(run_dir)
-    runner = litert.LiteRTClassifier(run_dir / "litert")
+    runner = classifier_litert.LiteRTClassifier(run_dir / "litert")
     got = np.concatenate([runner.predict(texts[i:i + 25])["class_ids"] for i in range(0, len(texts), 25)])
     import keras
 
@@ -90,7 +91,7 @@ def test_export_program_from_keras_model(run_dir, tmp_path):
     serving = tf.saved_model.load(str(export / str(version))).signatures["serving_default"]
     texts = _dev_texts(run_dir)[:40]
     want = serving(text=tf.constant(texts))["probabilities"].numpy()
-    got = litert.LiteRTClassifier(tmp_path / "f16").predict(texts)["probabilities"]
+    got = classifier_litert.LiteRTClassifier(tmp_path / "f16").predict(texts)["probabilities"]
     np.testing.assert_allclose(got, want, atol=5e-3)
 
     # int8 without calibration texts is a usage error naming the way out.
@@ -116,5 +117,5 @@ def test_export_program_from_checkpoint_dir(run_dir, tmp_path):
     texts = _dev_texts(run_dir)[:40]
     pre = model.preprocessor.with_padding(dynamic_padding=True)
     want = model.outputs_from_logits(model(pre(tf.constant(texts)), training=False))["probabilities"].numpy()
-    got = litert.LiteRTClassifier(tmp_path / "lite").predict(texts)["probabilities"]
+    got = classifier_litert.LiteRTClassifier(tmp_path / "lite").predict(texts)["probabilities"]
     np.testing.assert_allclose(got, want, atol=1e-4)

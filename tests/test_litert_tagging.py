@@ -1,4 +1,4 @@
-"""LiteRT export of the token tagger (bert_tf.litert_tagging): raw strings -> per-word tags and byte offsets.
+"""LiteRT export of the token tagger (bert_tf.tasks.tagging.litert): raw strings -> per-word tags and byte offsets.
 
 A tiny random tagger on the real MiniLM vocabulary, compared with the Keras model's own `tag_words` on the words
 of `split_words` (Google's rules), for real ASCII sentences that fit in one chunk.
@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import litert, litert_tagging
+from bert_tf.export import litert
+from bert_tf.tasks.tagging import litert as litert_tagging
 from fixtures import datasets
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from fixtures import datasets
-from bert_tf import pretraining_data as pdata
-from bert_tf.masking import DynamicMasker, raw_text_pairs_dataset, unmask_features
+from bert_tf.pretraining import data as pdata
+from bert_tf.pretraining.masking import DynamicMasker, raw_text_pairs_dataset, unmask_features
 
 L, P = 128, 20
 

@@ -7,7 +7,8 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
-from bert_tf import metrics
+from bert_tf.tasks.classification import data as glue
+from bert_tf.tasks.classification import metrics
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -65,16 +66,20 @@ def test_task_metrics():
     assert set(metrics.task_metrics("qqp", p, y)) == {"accuracy", "f1", "acc_and_f1"}
     for name in ("sst2", "mnli", "qnli", "rte", "wnli", "tsv"):
         assert metrics.task_metrics(name, p, y) == {"accuracy": pytest.approx(sklearn.metrics.accuracy_score(y, p))}
-    s = metrics.task_metrics("stsb", p + rng.normal(0, 1, 100), y)
+    s = metrics.task_metrics("stsb", p + rng.normal(0, 1, 100), y, regression=True)
     assert set(s) == {"pearson", "spearman", "corr"}
     assert s["corr"] == pytest.approx((s["pearson"] + s["spearman"]) / 2)
+    assert set(metrics.task_metrics("tsv", p.astype(float), y.astype(float), regression=True)) == {
+        "pearson", "spearman", "corr"}
 
-    class Regression:
-        name, is_regression = "tsv", True
 
-    assert set(metrics.task_metrics(Regression(), p.astype(float), y.astype(float))) == {"pearson", "spearman", "corr"}
-    assert metrics.main_metric(Regression()) == "pearson"
-    assert [metrics.main_metric(t) for t in ("cola", "stsb", "mrpc", "mnli")] == ["mcc", "pearson", "f1", "accuracy"]
+def test_main_metric_is_the_data_tasks(tmp_path):
+    # The one table of which metric ranks checkpoints: the data task classes' `main_metric`.
+    assert [glue.GLUE_TASKS[t].main_metric for t in ("cola", "stsb", "mrpc", "mnli")] == ["mcc", "pearson", "f1",
+                                                                                          "accuracy"]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\na\t1.5\n")
+    assert glue.get_task("tsv", str(tmp_path), regression=True).main_metric == "pearson"
+    assert glue.get_task("tsv", str(tmp_path)).main_metric == "accuracy"
 
 
 def test_bad_shapes():

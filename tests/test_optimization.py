@@ -1,4 +1,4 @@
-"""bert_tf.optimization against NumPy implementations of the published update rules.
+"""bert_tf.training.optimization against NumPy implementations of the published update rules.
 
 References (written here from the rules, not from any implementation):
 * Google BERT's AdamWeightDecayOptimizer: m, v moving averages without bias
@@ -19,13 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_tf.optimization import (  # noqa: E402
-    DEFAULT_EXCLUDE,
-    AdamWeightDecay,
-    Lamb,
-    WarmupLinearDecay,
-    create_optimizer,
-)
+from bert_tf.training.optimization import DEFAULT_EXCLUDE, AdamWeightDecay, Lamb, WarmupLinearDecay, create_optimizer  # noqa: E402
 
 SHAPES = {"encoder/layer_0/dense/kernel": (5, 3), "encoder/layer_0/dense/bias": (3,),
           "encoder/layer_0/output/LayerNorm/gamma": (3,), "embeddings/word": (7, 3)}

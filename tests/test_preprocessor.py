@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from google_reference_tokenizer import GoogleReferenceTokenizer  # noqa: E402
 
 from fixtures import datasets  # noqa: E402
-from bert_tf.preprocessor import BertPreprocessor, load_vocab  # noqa: E402
+from bert_tf.text.preprocessor import BertPreprocessor, load_vocab  # noqa: E402
 
 SEQ = 128
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 import bert_tf
 from bert_tf import BertConfig, BertEncoder
 from preemption import sigterm_when
-from bert_tf.pretraining import BertPretrainer, HEAD_NAMES
+from bert_tf.pretraining.pretrainer import BertPretrainer, HEAD_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(ROOT, "trainers", "pretrain.py")
@@ -29,7 +29,7 @@ SEQ, PRED = 32, 5
 def work(minilm_vocab, tmp_path_factory):
     """Records + raw text from the real corpus, and a Google TF1 checkpoint with heads."""
     from fixtures import datasets
-    from bert_tf import pretraining_data as pdata
+    from bert_tf.pretraining import data as pdata
 
     d = tmp_path_factory.mktemp("pretrain")
     text = open(datasets.pretraining_corpus_file(), encoding="utf-8").read()

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import bert_tf
 from bert_tf import BertConfig, BertEncoder
-from bert_tf.pretraining import BertPretrainer, HEAD_NAMES, pretraining_loss
+from bert_tf.pretraining.pretrainer import BertPretrainer, HEAD_NAMES, pretraining_loss
 
 L, P = 16, 4
 
@@ -177,10 +177,10 @@ def test_pretraining_on_real_text_beats_unigram_baseline(minilm_vocab, tmp_path)
     import keras
 
     from fixtures import datasets
-    from bert_tf import pretraining_data as pdata
-    from bert_tf.masking import DynamicMasker
-    from bert_tf.optimization import create_optimizer
-    from bert_tf.pretraining import compute_loss, pretraining_dataset
+    from bert_tf.pretraining import data as pdata
+    from bert_tf.pretraining.masking import DynamicMasker
+    from bert_tf.training.optimization import create_optimizer
+    from bert_tf.pretraining.pretrainer import compute_loss, pretraining_dataset
     from bert_tf.training import Trainer
 
     seq, pred = 64, 10

@@ -15,7 +15,7 @@ import sys
 import tensorflow as tf
 
 from fixtures import datasets
-from bert_tf import pretraining_data as pdata
+from bert_tf.pretraining import data as pdata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(ROOT, "trainers", "create_pretraining_data.py")
@@ -88,7 +88,7 @@ def test_write_to_tfrecord_variant_same_multiset(minilm_vocab, tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from bert_tf import pretraining_beam
+    from bert_tf.pretraining import beam as pretraining_beam
 
     inputs = _inputs(tmp_path)
     settings = pdata.make_settings(minilm_vocab, max_seq_length=SEQ, max_predictions_per_seq=PRED, dupe_factor=1,

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from fixtures import datasets
-from bert_tf import pretraining_data as pdata
+from bert_tf.pretraining import data as pdata
 
 MAX_SEQ = 128
 MAX_PRED = 20

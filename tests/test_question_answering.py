@@ -1,7 +1,7 @@
 """BertQuestionAnswerer's in-graph features against a plain-Python rendering of Google's run_squad.py rules
 (windows, doc stride, max-context, labels with improve-answer-span) on real SQuAD questions; answers are
 exact substrings of the original context (accented, CJK); the in-graph answer selection equals
-`bert_tf.squad.best_spans` (what --do_predict uses); the .keras round trip. Tiny random encoder: fast."""
+`bert_tf.tasks.question_answering.data.best_spans` (what --do_predict uses); the .keras round trip. Tiny random encoder: fast."""
 
 import os
 
@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import squad
-from bert_tf.question_answerer import BertQuestionAnswerer
+from bert_tf.tasks.question_answering import data as squad
+from bert_tf.tasks.question_answering.model import BertQuestionAnswerer
 from fixtures import squad as squad_data
 
 NON_ASCII = [

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from bert_tf import check_serving_ops, squad_metrics
+from bert_tf import check_serving_ops
+from bert_tf.tasks.question_answering import metrics as squad_metrics
 from fixtures import squad as squad_data
 from preemption import sigterm_when
 
@@ -64,7 +65,7 @@ def run(data_files, minilm_dir, tmp_path_factory):
 
 
 def _dev(data_files):
-    from bert_tf import squad
+    from bert_tf.tasks.question_answering import data as squad
 
     return squad.read_squad(data_files["dev"], is_training=False, log=False).examples
 
@@ -249,7 +250,7 @@ def test_version_2_with_negative(data_files, minilm_vocab, tmp_path):
     preds = json.load(open(os.path.join(model_dir, "predictions.json")))
     assert list(odds) == list(preds)
     assert all((preds[q] == "") == (odds[q] > 0.5) for q in preds)
-    from bert_tf import squad
+    from bert_tf.tasks.question_answering import data as squad
 
     examples = squad.read_squad(train_file, is_training=False, version_2_with_negative=True, log=False).examples
     m = tf.saved_model.load(os.path.join(export, "1"))

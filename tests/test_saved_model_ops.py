@@ -13,14 +13,8 @@ import tensorflow_text as tf_text  # noqa: E402
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
-from bert_tf.preprocessor import BertPreprocessor  # noqa: E402
-from bert_tf.saved_model_ops import (  # noqa: E402
-    TF_SERVING_CUSTOM_OPS,
-    UnsupportedServingOpsError,
-    check_serving_ops,
-    list_custom_ops,
-    op_usage,
-)
+from bert_tf.text.preprocessor import BertPreprocessor  # noqa: E402
+from bert_tf.export.serving_ops import TF_SERVING_CUSTOM_OPS, UnsupportedServingOpsError, check_serving_ops, list_custom_ops, op_usage  # noqa: E402
 
 STRINGS = tf.TensorSpec([None], tf.string)
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from bert_tf import squad, squad_metrics
+from bert_tf.tasks.question_answering import data as squad
+from bert_tf.tasks.question_answering import metrics as squad_metrics
 
 
 # ------------------------------------------------------------------ official metrics, by hand

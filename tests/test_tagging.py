@@ -18,7 +18,9 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops the export uses)
 
 import bert_tf
-from bert_tf import conll, tagging_ops
+from bert_tf.tasks.tagging import data as conll
+from bert_tf.tasks.tagging import metrics as conll_metrics
+from bert_tf.tasks.tagging import ops as tagging_ops
 from fixtures import conll as conll_data
 from serving.client import ServingClient
 from serving.testing import ServerProcess
@@ -58,7 +60,7 @@ def test_entities_decoded_in_the_graph_equal_conlleval():
     rows = [rng.integers(0, len(LABELS), size=rng.integers(0, 12)).tolist() for _ in range(300)]
     entities = tagging_ops.decode_entities(tf.ragged.constant(rows, dtype=tf.int32, ragged_rank=1), LABELS)
     for i, row in enumerate(rows):
-        want = conll.chunks([LABELS[t] for t in row])
+        want = conll_metrics.chunks([LABELS[t] for t in row])
         got = list(zip([t.decode() for t in entities["type"][i].numpy()],
                        entities["first_word"][i].numpy().tolist(), (entities["last_word"][i].numpy() + 1).tolist()))
         assert got == want, [LABELS[t] for t in row]
@@ -95,7 +97,7 @@ def test_program_writes_conlleval_results_and_predictions(trained):
     assert len(rows) == len(gold) == 60
     assert all([r[0] for r in row] == s.words and [r[1] for r in row] == s.tags for row, s in zip(rows, gold))
     predicted = [[r[2] for r in row] for row in rows]
-    assert conll.flat_metrics(conll.evaluate([s.tags for s in gold], predicted))["f1"] == pytest.approx(
+    assert conll_metrics.flat_metrics(conll_metrics.evaluate([s.tags for s in gold], predicted))["f1"] == pytest.approx(
         results["test_f1"])
 
 
@@ -119,7 +121,7 @@ def test_export_gives_the_predictions_of_do_predict(trained, minilm_vocab):
         n = len(gold[i].words)
         assert [t.decode() for t in out["tags"][row][:n]] == predicted[i]
         assert [w.decode() for w in out["words"][row][:n]] == gold[i].words
-        want = [(k, a, b) for k, a, b in conll.chunks(predicted[i])]
+        want = [(k, a, b) for k, a, b in conll_metrics.chunks(predicted[i])]
         got_types = [t.decode() for t in out["entity_type"][row] if t]
         assert got_types == [k for k, _, _ in want]
 
@@ -182,7 +184,7 @@ def _most_frequent_tag_baseline(train, test):
         for w, t in zip(s.words, s.tags):
             counts[w][t] += 1
     predicted = [[counts[w].most_common(1)[0][0] if w in counts else "O" for w in s.words] for s in test]
-    return conll.evaluate([s.tags for s in test], predicted)["f1"]
+    return conll_metrics.evaluate([s.tags for s in test], predicted)["f1"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops the exports use)
 
 import bert_tf
-from bert_tf import export as export_lib
+from bert_tf.export import saved_model as export_lib
+from bert_tf.tasks.classification.export import export_classifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABELS = ["negative", "neutral", "positive"]
@@ -139,11 +140,11 @@ def test_tagger_keras_round_trip_in_a_fresh_process_without_the_vocab_file(own_v
 @pytest.mark.parametrize("num_classes", [3, 1])
 def test_export_from_a_loaded_keras_model_equals_the_in_memory_export(own_vocab, tmp_path, num_classes):
     model = _classifier(own_vocab, is_pair=num_classes == 1, num_classes=num_classes)
-    direct = export_lib.export_classifier(model, str(tmp_path / "direct"), task="t")
+    direct = export_classifier(model, str(tmp_path / "direct"), task="t")
     path = str(tmp_path / "m.keras")
     model.save(path)
     os.remove(own_vocab)
-    reloaded = export_lib.export_classifier(keras.saving.load_model(path), str(tmp_path / "reloaded"), task="t")
+    reloaded = export_classifier(keras.saving.load_model(path), str(tmp_path / "reloaded"), task="t")
     # The program does the same from the .keras file.
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "export.py"), f"--keras_model={path}",
                            f"--export_base={tmp_path / 'program'}", "--task=t"],

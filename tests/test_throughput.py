@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import bert_tf
-from bert_tf import glue
+from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks import SentencePredictionTask
 from fixtures import datasets
 
@@ -59,8 +59,8 @@ def test_dynamic_padding_gives_the_fixed_length_logits(minilm_classifier, senten
 
 
 def test_export_pads_each_request_to_its_longest(minilm_classifier, sentences, tmp_path):
-    from bert_tf.classifier import BertClassifier
-    from bert_tf.export import export_classifier
+    from bert_tf.tasks.classification.model import BertClassifier
+    from bert_tf.tasks.classification.export import export_classifier
 
     model, vocab = minilm_classifier
     pre = bert_tf.BertPreprocessor(vocab, seq_length=SEQ)
@@ -87,7 +87,7 @@ def test_export_pads_each_request_to_its_longest(minilm_classifier, sentences, t
 def test_bucketed_training_under_xla_traces_the_step_once(minilm_vocab, tmp_path):
     import keras
 
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.training.optimization import create_optimizer
     from bert_tf.training import Trainer
 
     data_dir = datasets.tweets_task_dir(str(tmp_path / "tweets"), train_size=512, dev_size=8, test_size=8)
@@ -118,7 +118,7 @@ def test_bucketed_training_under_xla_traces_the_step_once(minilm_vocab, tmp_path
 def test_mixed_bfloat16_classifier_stays_close_to_float32(minilm_dir, sentences):
     import keras
 
-    from bert_tf import distribute
+    from bert_tf.training import distribute
 
     pre = bert_tf.BertPreprocessor(os.path.join(minilm_dir, "vocab.txt"), seq_length=SEQ, dynamic_padding=True)
     batch = pre(tf.constant(sentences[:32]))
@@ -142,7 +142,7 @@ def test_mixed_bfloat16_classifier_stays_close_to_float32(minilm_dir, sentences)
 
 
 def test_native_bf16_detection_reads_cpu_flags():
-    from bert_tf.distribute import cpu_has_native_bf16
+    from bert_tf.training.distribute import cpu_has_native_bf16
 
     assert cpu_has_native_bf16({"avx512f", "avx512_bf16"})
     assert cpu_has_native_bf16({"amx_bf16", "amx_tile"})

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.tokenizer import BertTokenizer
+from bert_tf.text.tokenizer import BertTokenizer
 from fixtures import datasets
 
 SPECIAL = [

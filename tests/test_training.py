@@ -22,13 +22,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_tf.optimization import AdamWeightDecay, create_optimizer  # noqa: E402
-from bert_tf.training import (  # noqa: E402
-    BestCheckpointExporter,
-    NonFiniteLossError,
-    Trainer,
-    latest_checkpoint_step,
-)
+from bert_tf.training.optimization import AdamWeightDecay, create_optimizer  # noqa: E402
+from bert_tf.training import BestCheckpointExporter, NonFiniteLossError, Trainer, latest_checkpoint_step  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

@@ -15,16 +15,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import bert_tf.training as training  # noqa: E402
-from bert_tf.optimization import AdamWeightDecay  # noqa: E402
-from bert_tf.training import (  # noqa: E402
-    checkpointing,
-    controller,
-    evaluation,
-    inputs,
-    preemption,
-    progress,
-    train_step,
-)
+from bert_tf.training.optimization import AdamWeightDecay  # noqa: E402
+from bert_tf.training import checkpointing, controller, evaluation, inputs, preemption, progress, train_step  # noqa: E402
 
 
 @pytest.mark.parametrize("module", [training, checkpointing, controller, evaluation,

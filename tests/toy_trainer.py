@@ -76,15 +76,15 @@ def build_model():
 def main(argv=None):
     args = parse_args(argv)
     if args.logical_cpus:
-        from bert_tf.distribute import set_logical_cpus
+        from bert_tf.training.distribute import set_logical_cpus
 
         set_logical_cpus(args.logical_cpus)
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from bert_tf.distribute import configure_mixed_precision, get_strategy
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.training.distribute import configure_mixed_precision, get_strategy
+    from bert_tf.training.optimization import create_optimizer
     from bert_tf.training import Trainer
 
     strategy = get_strategy(args.strategy)  # first: multi-worker needs a fresh runtime

@@ -1,7 +1,7 @@
 r"""Masked-LM / next-sentence pretraining TFRecords from raw text (Google's flags).
 
 Input files: one sentence per line, a blank line between documents. Output:
-TFRecords with Google BERT's features (see `bert_tf.pretraining_data`).
+TFRecords with Google BERT's features (see `bert_tf.pretraining.data`).
 
     python trainers/create_pretraining_data.py \
       --input_file='corpus/*.txt' --output_file=/tmp/pretrain --num_output_shards=8 \
@@ -12,12 +12,12 @@ TFRecords with Google BERT's features (see `bert_tf.pretraining_data`).
 Flags beyond Google's: `--num_output_shards` (with `--output_file` as a prefix),
 `--num_workers` (processes making instances; default: the CPUs available to
 this process), `--block_tokens` (streaming window; see the module docstring of
-`bert_tf.pretraining_data` for how this deviates from Google's whole-corpus
+`bert_tf.pretraining.data` for how this deviates from Google's whole-corpus
 sampling). `--masked_lm_prob=0` writes unmasked pair records for
 `pretrain.py --dynamic_masking`.
 
 With `--runner` the same library code runs as an Apache Beam pipeline
-(`bert_tf.pretraining_beam`) and writes the same multiset of records as the
+(`bert_tf.pretraining.beam`) and writes the same multiset of records as the
 local tool for the same inputs, flags, seed and `--num_output_shards`; every
 flag this program does not define is passed to Beam as a pipeline option:
 
@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from bert_tf import pretraining_data  # noqa: E402
+from bert_tf.pretraining import data as pretraining_data  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -100,7 +100,7 @@ def main(argv):
 
         from absl import logging as absl_logging
 
-        from bert_tf import pretraining_beam
+        from bert_tf.pretraining import beam as pretraining_beam
 
         # Beam logs every worker's lifecycle at INFO; keep warnings and our summary
         absl_logging.set_verbosity(absl_logging.WARNING)

@@ -1,4 +1,5 @@
-r"""Export a fine-tuned BERT task model for TF Serving (thin program over `bert_tf.export`).
+r"""Export a fine-tuned BERT task model for TF Serving or LiteRT (thin program over the task model's own `export` and
+`export_litert`).
 
 From the task model that `trainers/finetune.py` saves (`<model_dir>/model.keras` of a classifier, a tagger or
 a question answerer: encoder, preprocessor with its vocabulary, head, labels, task kind — nothing else is read):
@@ -17,7 +18,7 @@ TF Hub-style preprocessing + encoder SavedModels (no head needed):
 
     python trainers/export.py --model_dir=/path/to/bert --hub_dir=/tmp/hub
 
-LiteRT (.tflite with the tokenizer inside, for devices and single-request CPU serving; `bert_tf.litert`), from
+LiteRT (.tflite with the tokenizer inside, for devices and single-request CPU serving; `bert_tf.export.litert`), from
 either source; full int8 is calibrated on real texts, one per line (or a tsv/csv column, see --text_column):
 
     python trainers/export.py --keras_model=/tmp/run/model.keras --litert_export_dir=/tmp/litert \
@@ -41,12 +42,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import bert_tf  # noqa: E402
-from bert_tf import export as export_lib  # noqa: E402
-from bert_tf import litert, litert_tagging  # noqa: E402
-from bert_tf.question_answerer import BertQuestionAnswerer  # noqa: E402
-from bert_tf.question_answering_export import export_question_answerer  # noqa: E402
-from bert_tf.tagger import BertTokenTagger  # noqa: E402
-from bert_tf.tagging_export import export_tagger  # noqa: E402
+from bert_tf.export.hub import export_hub_style  # noqa: E402
 
 flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
 flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
@@ -57,7 +53,8 @@ flags.DEFINE_string("task", None, "Task name recorded in the export's metadata."
 flags.DEFINE_enum("serving_dtype", None, ["float32", "bfloat16", "float16"],
                   "Compute dtype of the serving export (default: the model's own). bfloat16/float16: the "
                   "encoder's matmuls in that dtype (weights, LayerNorm, softmax and outputs stay float32).")
-flags.DEFINE_integer("pad_to_multiple_of", 8, "Dynamic padding rounds each batch up to this multiple.")
+flags.DEFINE_integer("pad_to_multiple_of", 8, "Classifier exports: dynamic padding rounds each batch up to this "
+                     "multiple.")
 flags.DEFINE_string("hub_dir", None, "Also write TF Hub-style preprocessing/ and encoder/ SavedModels here.")
 flags.DEFINE_list("labels", None, "--model_dir: class labels in logit order (default classifier_config.json, 0..C-1).")
 flags.DEFINE_bool("regression", None, "--model_dir: regression head (default: classifier_config.json / 1 output).")
@@ -133,31 +130,23 @@ def representative_texts(path, n, is_pair, seed=0):
 
 
 def serving_export(model, task):
-    """The serving SavedModel of a task model: `<export_base>/<version>/`."""
-    options = dict(version=FLAGS.version, overwrite=FLAGS.overwrite)
+    """The serving SavedModel of a task model (its own `export`): `<export_base>/<version>/`."""
     if FLAGS.serving_dtype:
         model = model.with_compute_dtype(FLAGS.serving_dtype)
-    if isinstance(model, BertTokenTagger):
-        return export_tagger(model, FLAGS.export_base, task=task or "tagging", **options)
-    if isinstance(model, BertQuestionAnswerer):
-        return export_question_answerer(model, FLAGS.export_base, task=task or "squad", **options)
-    return export_lib.export_classifier(model, FLAGS.export_base, task=task,
-                                        pad_to_multiple_of=FLAGS.pad_to_multiple_of, **options)
+    options = {"pad_to_multiple_of": FLAGS.pad_to_multiple_of} if FLAGS["pad_to_multiple_of"].present else {}
+    return model.export(FLAGS.export_base, version=FLAGS.version, task=task, overwrite=FLAGS.overwrite, **options)
 
 
 def litert_export(model, task):
-    """`<litert_export_dir>/model.tflite` + `model.json` of a classifier or a tagger."""
+    """`<litert_export_dir>/model.tflite` + `model.json` of a task model (its own `export_litert`)."""
+    if not model.has_litert_export:
+        raise app.UsageError(f"{type(model).__name__} has no LiteRT export (its SavedModel export serves it)")
     texts = None
     if FLAGS.litert_precision == "int8":
-        is_pair = isinstance(model, bert_tf.BertClassifier) and model.is_pair
+        is_pair = isinstance(model, bert_tf.BertClassifier) and model.is_pair  # pair models calibrate on pairs
         texts = representative_texts(FLAGS.representative_file, FLAGS.representative_examples, is_pair)
-    if isinstance(model, BertTokenTagger):
-        return litert_tagging.export_litert_tagger(model, FLAGS.litert_export_dir, FLAGS.litert_precision, texts,
-                                                   task=task or "tagging")
-    if isinstance(model, BertQuestionAnswerer):
-        raise app.UsageError("no LiteRT export for question-answering models yet")
-    return litert.export_litert(model, FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
-                                representative_texts=texts, task=task)
+    return model.export_litert(FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
+                               representative_texts=texts, task=task)
 
 
 def main(argv):
@@ -188,7 +177,7 @@ def main(argv):
     if FLAGS.export_base:
         print(f"exported serving model to {serving_export(model, task)}", flush=True)
     if FLAGS.hub_dir:
-        pre_dir, enc_dir = export_lib.export_hub_style(preprocessor, encoder, FLAGS.hub_dir)
+        pre_dir, enc_dir = export_hub_style(preprocessor, encoder, FLAGS.hub_dir)
         print(f"exported TF Hub-style preprocessing to {pre_dir} and encoder to {enc_dir}", flush=True)
     if FLAGS.litert_export_dir:
         print(f"exported LiteRT model to {litert_export(model, task)}", flush=True)

@@ -95,8 +95,8 @@ def build_model(strategy):
     import numpy as np
 
     import bert_tf
-    from bert_tf.optimization import create_optimizer
-    from bert_tf.pretraining import BertPretrainer
+    from bert_tf.training.optimization import create_optimizer
+    from bert_tf.pretraining.pretrainer import BertPretrainer
 
     vocab_file, lower_case, extra = FLAGS.vocab_file, FLAGS.do_lower_case, {}
     with strategy.scope():
@@ -135,7 +135,7 @@ def build_model(strategy):
 def build_masker(config, vocab_file):
     """The dynamic masker: from the vocabulary when there is one, else from the
     config's vocab_size and the --*_token_id flags (and says which)."""
-    from bert_tf.masking import DynamicMasker
+    from bert_tf.pretraining.masking import DynamicMasker
 
     common = dict(masked_lm_prob=FLAGS.masked_lm_prob, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
                   do_whole_word_mask=FLAGS.do_whole_word_mask, seed=FLAGS.seed)
@@ -182,8 +182,8 @@ def main(argv):
     del argv
     import keras
 
-    from bert_tf import distribute
-    from bert_tf.pretraining import compute_loss, pretraining_dataset
+    from bert_tf.training import distribute
+    from bert_tf.pretraining.pretrainer import compute_loss, pretraining_dataset
     from bert_tf.training import Trainer
 
     for name in ("input_files", "model_dir"):

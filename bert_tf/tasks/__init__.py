@@ -1,11 +1,35 @@
-"""Fine-tuning tasks: each supplies its model, data, loss, metrics, predictions and export to
-`bert_tf.finetuning.run`. `SentencePredictionTask` covers classification and regression, `TaggingTask`
-token tagging (named entities),
-`QuestionAnsweringTask` extractive question answering (SQuAD v1.1 / v2.0)."""
+"""Fine-tuning tasks, one folder each (task, model, data, metrics, export, litert): each supplies its model, data,
+loss, metrics, predictions and exports to `bert_tf.training.finetuning.run`. `SentencePredictionTask`
+(classification/) covers classification and regression, `TaggingTask` (tagging/) token tagging (named entities),
+`QuestionAnsweringTask` (question_answering/) extractive question answering (SQuAD v1.1 / v2.0).
+
+`TASKS` maps each `--task` name to its task class (its `config_class` settings become `trainers/finetune.py`'s
+flags): a new task is a new folder and one line here.
+"""
 
 from bert_tf.tasks.base import FinetuningTask
+from bert_tf.tasks.classification import SentencePredictionTask
+from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.question_answering import QuestionAnsweringTask
-from bert_tf.tasks.sentence_prediction import SentencePredictionTask
 from bert_tf.tasks.tagging import TaggingTask
+from bert_tf.training.settings import ConfigError
 
-__all__ = ["FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask"]
+TASKS = {
+    **dict.fromkeys(glue.TASK_NAMES, SentencePredictionTask),  # GLUE tasks, tsv, csv
+    "tagging": TaggingTask,
+    "squad": QuestionAnsweringTask,
+}
+
+
+def task_class(name):
+    """The task class that `--task=name` names (GLUE names in any spelling, e.g. "SST-2")."""
+    if name in TASKS:
+        return TASKS[name]
+    try:
+        return TASKS[glue.canonical_task_name(name)]
+    except ValueError:
+        raise ConfigError(f"unknown --task={name!r}; known: {', '.join(TASKS)} (GLUE names in any "
+                          "spelling)") from None
+
+
+__all__ = ["TASKS", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]

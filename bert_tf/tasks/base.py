@@ -1,4 +1,4 @@
-"""`FinetuningTask`: what a fine-tuning task supplies to the shared driver (`bert_tf.finetuning.run`).
+"""`FinetuningTask`: what a fine-tuning task supplies to the shared driver (`bert_tf.training.finetuning.run`).
 
 A task is a handful of small methods, in the Model Garden's shape:
 
@@ -9,18 +9,35 @@ A task is a handful of small methods, in the Model Garden's shape:
 * `compute_loss(model, batch, training)` -> (mean loss, metrics) for the Trainer;
 * `predict(model, examples, ...)` -> per-example outputs in example order;
 * `metrics(examples, outputs)` -> the official metrics of the task (`aggregate_metrics` over splits);
-* `write_predictions(split, examples, outputs, out_dir)` and `export(model, export_dir)`.
+* `write_predictions(split, examples, outputs, out_dir)`; `representative_texts(n)` (int8 LiteRT calibration).
+
+Exports are the task model's own (`model.export`, `model.export_litert`): `export` and `export_litert` here only
+add the task's name and calibration texts, and `trainers/export.py` calls the same model methods.
 
 Data access (`examples(split)`, `eval_splits`, `test_splits`, `main_metric`) comes
-from the task's reader. New tasks (span question answering, token tagging) are
-new subclasses beside `SentencePredictionTask`, not branches in a program.
+from the task's reader. A new task is a new folder beside `classification/` (task, model, data, metrics,
+export) and one line in `bert_tf.tasks.TASKS`, not a branch in a program.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.packer import INPUT_KEYS
+from bert_tf.text.packer import INPUT_KEYS
 from bert_tf.training import predict as distributed_predict
+from bert_tf.training.settings import setting
+
+# Settings that several tasks take (one declaration each; `bert_tf.training.settings.define_flags` makes one flag).
+DATA_DIR_HELP = ("The task's data: GLUE's root (<data_dir>/<TASK>/train.tsv ...), a tsv/csv task's directory "
+                 "(train.tsv, dev.tsv, test.tsv), or the CoNLL files' directory (tagging).")
+STRICT_HELP = "A malformed data row is an error instead of being skipped (skipped rows are reported by file:line)."
+
+
+def data_dir_setting():
+    return setting(None, DATA_DIR_HELP)
+
+
+def strict_setting():
+    return setting(False, STRICT_HELP)
 
 
 class FinetuningTask:
@@ -29,10 +46,23 @@ class FinetuningTask:
     name = "task"
     main_metric = "accuracy"
     higher_is_better = True
+    # The task's settings (a dataclass of `bert_tf.training.settings.setting` fields; its flags are generated).
+    config_class = None
+    # --max_seq_length when the run does not give one.
+    default_max_seq_length = 128
     # --do_predict writes to <model_dir>/<predictions_subdir> unless --predict_dir says otherwise.
     predictions_subdir = "submission"
-    # Whether `export_litert` exists (checked before training, not after it).
-    has_litert_export = False
+    # The task model's class: it knows its serving and LiteRT exports (`BertTaskModel.export`, `.export_litert`).
+    model_class = None
+
+    @classmethod
+    def from_config(cls, name, config):
+        """The task `--task=name` with its settings `config` (an instance of `config_class`)."""
+        raise NotImplementedError
+
+    def check(self, run_config):
+        """Raises `ConfigError` when the run's settings (`FinetuneConfig`) cannot work for this task."""
+        del run_config
 
     # ------------------------------------------------------------ data
     @property
@@ -94,13 +124,31 @@ class FinetuningTask:
     def write_predictions(self, split, examples, outputs, out_dir):
         raise NotImplementedError
 
+    def prediction_metrics(self, split, examples, outputs):
+        """The official metrics of predictions written for `split` when its examples carry answers, else {}
+        (merged into eval_results.json by the driver)."""
+        del split, examples, outputs
+        return {}
+
+    # ---------------------------------------------------------- export
+    @property
+    def has_litert_export(self):
+        """Whether the task model has a LiteRT export (checked before training, not after it)."""
+        return self.model_class.has_litert_export
+
     def export(self, model, export_dir):
-        """Writes the serving SavedModel `<export_dir>/<version>/`; returns its path."""
+        """Writes the serving SavedModel `<export_dir>/<version>/` (the model's own export); returns its path."""
+        return model.export(export_dir, task=self.name)
+
+    def representative_texts(self, n, seed=0):
+        """`n` real training inputs of the task (a fixed random sample, file order): int8 LiteRT calibration."""
         raise NotImplementedError
 
     def export_litert(self, model, export_dir, precision="int8", representative_examples=200):
-        """Writes `<export_dir>/model.tflite` + `model.json`; returns the .tflite path."""
-        raise NotImplementedError(f"no LiteRT export for the {self.name} task")
+        """Writes `<export_dir>/model.tflite` + `model.json` (the model's own LiteRT export, full `int8` calibrated
+        on `representative_examples` training inputs); returns the .tflite path."""
+        texts = self.representative_texts(representative_examples) if precision == "int8" else None
+        return model.export_litert(export_dir, precision=precision, representative_texts=texts, task=self.name)
 
 
 def token_id_predictor(model, strategy=None):

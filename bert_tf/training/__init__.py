@@ -10,10 +10,10 @@ API
 
 The caller supplies four things and settings::
 
-    strategy = bert_tf.distribute.get_strategy("mirrored")
+    strategy = bert_tf.training.distribute.get_strategy("mirrored")
     with strategy.scope():
         model = build_model()              # must be BUILT (call it once / keras.Input)
-        optimizer = bert_tf.optimization.create_optimizer(
+        optimizer = bert_tf.training.optimization.create_optimizer(
             "adamw", 1e-4, num_train_steps=10000, num_warmup_steps=1000)
 
     def compute_loss(model, batch, training):
@@ -182,10 +182,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from bert_tf.training.checkpointing import (  # noqa: E402
-    dataset_fingerprint,
-    latest_checkpoint_step,
-)
+from bert_tf.training.checkpointing import dataset_fingerprint, latest_checkpoint_step  # noqa: E402
 from bert_tf.training.controller import Trainer, TrainResult  # noqa: E402
 from bert_tf.training.evaluation import BestCheckpointExporter, predict  # noqa: E402
 from bert_tf.training.train_step import NonFiniteLossError  # noqa: E402

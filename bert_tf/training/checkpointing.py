@@ -20,7 +20,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from bert_tf import distribute as distribute_lib
+from bert_tf.training import distribute as distribute_lib
 
 logger = logging.getLogger(__name__)
 

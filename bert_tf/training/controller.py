@@ -8,13 +8,12 @@ checkpoint (:mod:`.checkpointing`) and check for preemption (:mod:`.preemption`)
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
-from bert_tf import distribute as distribute_lib
+from bert_tf.training import distribute as distribute_lib
 from bert_tf.training import checkpointing, evaluation, inputs, preemption, progress
 from bert_tf.training import train_step
 
@@ -48,7 +47,7 @@ class Trainer:
     Args:
       model: a built Keras model created under ``strategy.scope()``.
       optimizer: a Keras optimizer created under ``strategy.scope()`` (see
-        :func:`bert_tf.optimization.create_optimizer`). It must not use Keras'
+        :func:`bert_tf.training.optimization.create_optimizer`). It must not use Keras'
         ``gradient_accumulation_steps`` (use the trainer's).
       compute_loss: ``fn(model, batch, training) -> (loss, metrics_dict)``; per
         replica, mean loss over the replica's examples.

@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from bert_tf import distribute as distribute_lib
+from bert_tf.training import distribute as distribute_lib
 from bert_tf.training.checkpointing import worker_write_dir
+from bert_tf import atomic
 
 
 def _concat(parts):
@@ -158,10 +159,7 @@ class BestCheckpointExporter:
         rec = {"metric": self.metric_name, "value": value, "step": step,
                "higher_is_better": self.higher_is_better, "checkpoint": path,
                "metrics": {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}}
-        tmp = self.json_path + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump(rec, f, indent=2)
-        tf.io.gfile.rename(tmp, self.json_path, overwrite=True)
+        atomic.write_json(self.json_path, rec, sort_keys=False)
 
     def restore(self, model) -> str:
         """Loads the best checkpoint's weights into ``model``; returns its path."""

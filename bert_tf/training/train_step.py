@@ -38,7 +38,7 @@ def check_model(model):
 def _disable_optimizer_all_reduce(inner, strategy):
     """The trainer sums gradients over replicas itself; the optimizer must not again.
 
-    Our optimizers (:mod:`bert_tf.optimization`) have a public switch,
+    Our optimizers (:mod:`bert_tf.training.optimization`) have a public switch,
     ``skip_gradient_all_reduce``. Keras 3.15's TensorFlow optimizer has none: its
     ``_backend_update_step`` always sums gradients over replicas in a replica
     context, ``apply()`` clips before that sum (we need clipping after it) and

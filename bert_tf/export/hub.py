@@ -1,0 +1,91 @@
+"""The TF Hub-style preprocessing + encoder pair of SavedModels (for `tf.data` pipelines and TF Hub users).
+
+`export_hub_style(preprocessor, encoder, export_dir)` writes the TF Hub-style
+pair for `tf.data` pipelines: ``<export_dir>/preprocessing`` (callable on
+strings; ``tokenize``; ``bert_pack_inputs(segments, seq_length)``) and
+``<export_dir>/encoder`` (callable on the input dict ->
+``sequence_output``, ``pooled_output``, ``encoder_outputs``).
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from bert_tf.export.serving_ops import check_serving_ops
+
+class _PreprocessingModule(tf.Module):
+    """TF Hub-style preprocessing object: callable, `tokenize`, `bert_pack_inputs`."""
+
+    def __init__(self, preprocessor):
+        super().__init__(name="bert_preprocessing")
+        pre = preprocessor
+        strings = tf.TensorSpec([None], tf.string, name="text")
+        self.__call__ = tf.function(lambda text: pre(text), input_signature=[strings])
+        self.tokenize = tf.function(lambda text: pre.tokenize(text), input_signature=[strings])
+        pack = tf.function(lambda segments, seq_length: pre.bert_pack_inputs(segments, seq_length))
+        ragged = tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1, row_splits_dtype=tf.int64)
+        length = tf.TensorSpec([], tf.int32, name="seq_length")
+        pack.get_concrete_function([ragged], length)
+        pack.get_concrete_function([ragged, ragged], length)
+        self.bert_pack_inputs = pack
+        self.seq_length = tf.constant(pre.seq_length, tf.int32)
+        self.vocab_size = tf.constant(pre.vocab_size, tf.int32)
+
+
+def export_hub_style(preprocessor, encoder, export_dir):
+    """Writes ``<export_dir>/preprocessing`` and ``<export_dir>/encoder`` (TF Hub
+    BERT conventions); returns the two paths.
+
+    Use: ``pre = tf.saved_model.load(p); enc = tf.saved_model.load(e)``;
+    ``enc(pre(tf.constant(["text"])))["pooled_output"]``; inside `Dataset.map`;
+    ``pre.bert_pack_inputs([pre.tokenize(a), pre.tokenize(b)], seq_length=64)``;
+    as Keras layers: ``keras.layers.TFSMLayer(p, call_endpoint="serving_default")``.
+    """
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    os.makedirs(export_dir, exist_ok=True)
+    pre_dir = os.path.join(export_dir, "preprocessing")
+    enc_dir = os.path.join(export_dir, "encoder")
+
+    def write_pre(tmp):
+        module = _PreprocessingModule(preprocessor)
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.__call__})
+
+    def write_enc(tmp):
+        archive = keras.export.ExportArchive()  # variables tracked from the endpoints
+        spec = {k: tf.TensorSpec([None, None], tf.int32, name=k)
+                for k in ("input_word_ids", "input_mask", "input_type_ids")}
+
+        def run(inputs):
+            out = encoder(inputs, training=False)
+            return {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"],
+                    "encoder_outputs": list(out["encoder_outputs"])}
+
+        def serving_default(inputs):
+            out = run(inputs)
+            flat = {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"]}
+            for i, layer_out in enumerate(out["encoder_outputs"]):
+                flat[f"encoder_outputs_{i}"] = layer_out
+            return flat
+
+        archive.add_endpoint("serving_default", serving_default, input_signature=[spec])
+        # The TF Hub-style root call returns encoder_outputs as a list, which a
+        # signature cannot; it is saved as a plain function of the archive's
+        # root object (whose variables ExportArchive already tracks).
+        archive._tf_trackable.__call__ = tf.function(run, input_signature=[spec])
+        archive.write_out(tmp, verbose=False)
+
+    for final, write in ((pre_dir, write_pre), (enc_dir, write_enc)):
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=export_dir)
+        try:
+            write(tmp)
+            check_serving_ops(tmp)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return pre_dir, enc_dir
