@@ -55,8 +55,8 @@ from fixtures import squad as squad_data  # noqa: E402
 ROWS = {
     "tweets": dict(metric="accuracy", train=1500, dev=500, seq_length=64, batch=16, epochs=2, lr=1e-4),
     "conll": dict(metric="f1", train=1000, dev=500, seq_length=64, batch=16, epochs=2, lr=1e-4),
-    "rare": dict(metric="f1", train=1915, dev=500, seq_length=64, batch=16, epochs=3, lr=1e-4),
-    "squad": dict(metric="f1", train=640, dev=200, seq_length=192, batch=16, epochs=1, lr=1e-4),
+    "rare": dict(metric="f1", train=800, dev=500, seq_length=64, batch=16, epochs=3, lr=1e-4),
+    "squad": dict(metric="f1", train=480, dev=160, seq_length=192, batch=16, epochs=1, lr=1e-4),
 }
 
 
@@ -143,6 +143,8 @@ def main():
     parser.add_argument("--google_rows", default="rare", help="rows also run with --noadam_bias_correction")
     parser.add_argument("--out", default="robustness.json")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the training and dev sizes (smoke runs)")
+    parser.add_argument("--report", default=None,
+                        help="comma-separated --out files of earlier runs: print their table and run nothing")
     args = parser.parse_args()
     for spec in ROWS.values():
         spec["train"], spec["dev"] = max(8, int(spec["train"] * args.scale)), max(8, int(spec["dev"] * args.scale))
@@ -150,6 +152,12 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r for r in args.rows.split(",") if r]
     google_rows = {r for r in args.google_rows.split(",") if r}
+    if args.report:
+        saved = [json.load(open(path)) for path in args.report.split(",")]
+        specs = {row: spec for data in saved for row, spec in data["rows"].items()}
+        runs = [run for data in saved for run in data["runs"]]
+        print_table([r for r in rows if r in specs], specs, runs, seeds)
+        return
     tmp = tempfile.mkdtemp(prefix="robustness_")
     runs = []
     for row in rows:
@@ -165,14 +173,18 @@ def main():
                 print(json.dumps(result), flush=True)
     with open(args.out, "w") as f:
         json.dump({"rows": {r: ROWS[r] for r in rows}, "runs": runs}, f, indent=1)
-    metrics = ", ".join(sorted({ROWS[r]["metric"] for r in rows}))
+    print_table(rows, ROWS, runs, seeds)
+
+
+def print_table(rows, specs, runs, seeds):
+    metrics = ", ".join(sorted({specs[r]["metric"] for r in rows}))
     print(f"\n| task (dev {metrics}, {len(seeds)} seeds) | ours (defaults) "
           "| Hugging Face PyTorch | ours, Google's AdamWeightDecay | ours within or above theirs |")
     print("|---|---|---|---|---|")
     for row in rows:
         got = {side: summary([r["score"] for r in runs if r["row"] == row and r["side"] == side])
                for side in ("ours", "hf", "ours_google") if any(r["row"] == row and r["side"] == side for r in runs)}
-        spec = ROWS[row]
+        spec = specs[row]
         name = (f"{row} ({spec['train']} train, {spec['dev']} dev, seq {spec['seq_length']}, batch {spec['batch']}, "
                 f"{spec['epochs']} ep, lr {spec['lr']:g})")
         ok = got["ours"]["mean"] >= got["hf"]["min"]

@@ -141,7 +141,7 @@ def test_atomic_write(clf, tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("conversion check failed")
 
-    monkeypatch.setattr(litert, "_check", broken)
+    monkeypatch.setattr(classifier_litert, "_check", broken)
     with pytest.raises(RuntimeError):
         classifier_litert.export_litert(clf, tmp_path / "never", precision="float32")
     assert sorted(os.listdir(tmp_path)) == ["lite"]  # no half-written dir or hidden temp left
