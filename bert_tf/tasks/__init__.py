@@ -10,6 +10,8 @@ flags): a new task is a new folder and one line here.
 from bert_tf.tasks.base import FinetuningTask
 from bert_tf.tasks.classification import SentencePredictionTask
 from bert_tf.tasks.classification import data as glue
+from bert_tf.tasks.embedding.task import EmbeddingTask
+from bert_tf.tasks.multiple_choice import MultipleChoiceTask
 from bert_tf.tasks.question_answering import QuestionAnsweringTask
 from bert_tf.tasks.tagging import TaggingTask
 from bert_tf.training.settings import ConfigError
@@ -18,6 +20,8 @@ TASKS = {
     **dict.fromkeys(glue.TASK_NAMES, SentencePredictionTask),  # GLUE tasks, tsv, csv
     "tagging": TaggingTask,
     "squad": QuestionAnsweringTask,
+    "embedding": EmbeddingTask,
+    "multiple_choice": MultipleChoiceTask,
 }
 
 
@@ -32,4 +36,4 @@ def task_class(name):
                           "spelling)") from None
 
 
-__all__ = ["TASKS", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]
+__all__ = ["TASKS", "EmbeddingTask", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]
