@@ -11,6 +11,7 @@ from bert_tf.tasks.base import FinetuningTask
 from bert_tf.tasks.classification import SentencePredictionTask
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.embedding.task import EmbeddingTask
+from bert_tf.tasks.embedding.task import EmbeddingTask
 from bert_tf.tasks.multiple_choice import MultipleChoiceTask
 from bert_tf.tasks.question_answering import QuestionAnsweringTask
 from bert_tf.tasks.tagging import TaggingTask
@@ -20,6 +21,7 @@ TASKS = {
     **dict.fromkeys(glue.TASK_NAMES, SentencePredictionTask),  # GLUE tasks, tsv, csv
     "tagging": TaggingTask,
     "squad": QuestionAnsweringTask,
+    "embedding": EmbeddingTask,
     "embedding": EmbeddingTask,
     "multiple_choice": MultipleChoiceTask,
 }
