@@ -11,7 +11,6 @@ from bert_tf.tasks.base import FinetuningTask
 from bert_tf.tasks.classification import SentencePredictionTask
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.embedding.task import EmbeddingTask
-from bert_tf.tasks.embedding.task import EmbeddingTask
 from bert_tf.tasks.multiple_choice import MultipleChoiceTask
 from bert_tf.tasks.question_answering import QuestionAnsweringTask
 from bert_tf.tasks.tagging import TaggingTask
@@ -21,7 +20,6 @@ TASKS = {
     **dict.fromkeys(glue.TASK_NAMES, SentencePredictionTask),  # GLUE tasks, tsv, csv
     "tagging": TaggingTask,
     "squad": QuestionAnsweringTask,
-    "embedding": EmbeddingTask,
     "embedding": EmbeddingTask,
     "multiple_choice": MultipleChoiceTask,
 }
@@ -38,4 +36,4 @@ def task_class(name):
                           "spelling)") from None
 
 
-__all__ = ["TASKS", "EmbeddingTask", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]
+__all__ = ["TASKS", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]
