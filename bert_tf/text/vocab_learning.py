@@ -1,0 +1,377 @@
+"""A WordPiece `vocab.txt` learned from raw text, with the tokenizer's own normalisation.
+
+Words are counted exactly as `BertTokenizer` will see them: its `normalize_text` (Google's BasicTokenizer rules:
+control/format characters dropped, whitespace, CJK ideographs and punctuation as words of their own, and when
+uncased Python-style lower-casing, NFD, accents dropped) runs batched in one `tf.function`, so the vocabulary,
+the tokenizer, `create_pretraining_data` and `pretrain` agree on every word. The counts go to tensorflow-text's
+WordPiece learner (`wordpiece_tokenizer_learner_lib.learn`); this module picks the learner's frequency
+threshold, keeps every frequent character, and fixes the layout of the special tokens.
+
+Layout of the written `vocab.txt` (one token a line, id = line number; Google's released uncased vocab has
+this layout with `num_unused=99`: `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103):
+
+    [PAD]                              id 0
+    [unused0] ... [unused{N-1}]        ids 1..N         (N = num_unused; placeholders for later tokens)
+    [UNK] [CLS] [SEP] [MASK]           ids N+1..N+4
+    characters, sorted                 every character seen at least `min_char_count` times
+    learned pieces, most frequent first (words and `##` continuations; every kept character also as `##c`)
+    kept characters the learner left out (seen only in words longer than `max_piece_chars`), as `c` and `##c`
+
+Words longer than `max_word_chars` characters are not counted (the tokenizer makes them `[UNK]`). Words with a
+character seen fewer than `min_char_count` times are left out of learning (they become `[UNK]`). Lines that
+are not UTF-8 are skipped and reported by file:line. A corpus whose pieces cannot fill `vocab_size` at the
+lowest frequency threshold `min_token_count` gives a smaller vocabulary, reported as such
+(`LearnedVocab.too_small`).
+
+Counting runs in this process for one file or `num_workers=1`, else in worker processes, one file at a time;
+`bert_tf.text.vocab_beam` counts on Apache Beam with the same code, so both give the same counts and the same
+vocabulary.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import multiprocessing
+import os
+import time
+
+import tensorflow as tf
+from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner_lib
+
+from bert_tf import atomic
+from bert_tf.text.tokenizer import MAX_CHARS_PER_WORD, BertTokenizer
+from bert_tf.training.settings import ConfigError, setting
+
+SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
+JOINER = "##"
+LINES_PER_BATCH = 4096
+MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
+# The learner's result may fall this far short of `vocab_size` (its `slack_ratio`).
+SLACK_RATIO = 0.05
+# The smallest vocabulary the tokenizer layer accepts: the special tokens and one piece (tf-text needs one).
+_SPLITTER_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a")
+
+
+@dataclasses.dataclass
+class VocabConfig:
+    """What `build_vocab` reads, writes and learns; the flags of `trainers/build_vocab.py`."""
+
+    input_file: str | None = setting(None, "Raw text file(s): comma-separated list, globs allowed.")
+    output_file: str | None = setting(None, "The vocab.txt to write (atomically).")
+    vocab_size: int = setting(30522, "Size of the vocabulary (special tokens and [unused] included).")
+    do_lower_case: bool = setting(True, "Lower-case and strip accents (uncased model), as the tokenizer will.")
+    num_unused: int = setting(99, "[unused0..N-1] placeholders after [PAD] (99: Google's ids 100-103 for "
+                                  "[UNK] [CLS] [SEP] [MASK]).")
+    min_char_count: int = setting(2, "Keep every character seen at least this many times (as c and ##c); "
+                                     "words with rarer characters are not learned from.")
+    max_word_chars: int = setting(MAX_CHARS_PER_WORD, "Words longer than this (characters) are not counted; "
+                                                      f"at most {MAX_CHARS_PER_WORD}, the tokenizer's limit.")
+    max_piece_chars: int = setting(50, "Longest piece learned; longer words only contribute their characters.")
+    min_token_count: int = setting(2, "Lowest frequency threshold the learner may use: a corpus that cannot "
+                                      "fill --vocab_size with pieces seen this often gives a smaller vocab.")
+    num_workers: int | None = setting(None, "Processes counting words, one file at a time (default: the CPUs "
+                                            "available, at most one per file; 1 = in this process).")
+
+    def check(self):
+        """Raises `ConfigError` for settings that cannot work."""
+        if not self.input_file or not self.output_file:
+            raise ConfigError("--input_file and --output_file are required")
+        if self.num_unused < 0:
+            raise ConfigError(f"--num_unused={self.num_unused} must be >= 0")
+        if not 1 <= self.max_word_chars <= MAX_CHARS_PER_WORD:
+            raise ConfigError(f"--max_word_chars={self.max_word_chars} must be in 1..{MAX_CHARS_PER_WORD} "
+                              "(the tokenizer makes longer words [UNK])")
+        for name in ("min_char_count", "max_piece_chars", "min_token_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name}={getattr(self, name)} must be >= 1")
+        if self.vocab_size <= len(reserved_tokens(self.num_unused)):
+            raise ConfigError(f"--vocab_size={self.vocab_size} leaves no room after "
+                              f"{len(reserved_tokens(self.num_unused))} reserved tokens")
+
+
+def reserved_tokens(num_unused):
+    """`[PAD]`, `[unused0..num_unused-1]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`: ids 0..num_unused+4."""
+    return ["[PAD]", *[f"[unused{i}]" for i in range(num_unused)], *SPECIAL_TOKENS]
+
+
+def new_stats():
+    return collections.Counter(files=0, empty_files=0, lines=0, words=0, long_words=0, skipped_non_utf8_lines=0)
+
+
+class WordCounter:
+    """Lines -> counts of the words `BertTokenizer` sees (its normalisation and word split, in one tf.function)."""
+
+    def __init__(self, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD):
+        self._tokenizer = BertTokenizer(list(_SPLITTER_VOCAB), lower_case=do_lower_case)
+        # normalize_text puts this character in place of a word over the tokenizer's 200-character limit.
+        long_word = self._tokenizer._long_word_placeholder
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def count(lines):
+            words = tf.strings.split(self._tokenizer.normalize_text(lines)).flat_values
+            too_long = tf.logical_or(tf.strings.length(words, unit="UTF8_CHAR") > max_word_chars,
+                                     tf.equal(words, long_word))
+            unique, _, counts = tf.unique_with_counts(tf.boolean_mask(words, tf.logical_not(too_long)))
+            return unique, counts, tf.reduce_sum(tf.cast(too_long, tf.int64))
+
+        self._count = count
+
+    def add(self, lines, counts, stats):
+        """Counts the words of `lines` (valid UTF-8 strings) into `counts` (word -> n); updates `stats`."""
+        unique, n, too_long = self._count(tf.constant(lines, tf.string))
+        words = [w.decode("utf-8") for w in unique.numpy().tolist()]
+        n = n.numpy().tolist()
+        for w, c in zip(words, n):
+            counts[w] += c
+        stats["lines"] += len(lines)
+        stats["words"] += sum(n) + int(too_long)
+        stats["long_words"] += int(too_long)
+
+
+@functools.lru_cache(maxsize=None)
+def word_counter(do_lower_case, max_word_chars):
+    """One `WordCounter` per process and setting (building its tf.function costs a second)."""
+    return WordCounter(do_lower_case, max_word_chars)
+
+
+def _open_local(path):
+    return tf.io.gfile.GFile(path, "rb")
+
+
+def count_file(path, do_lower_case, max_word_chars, log=print, open_fn=_open_local):
+    """Word counts of one file -> (Counter word -> n, stats). Non-UTF-8 lines are skipped and logged as
+    `path:line`; an empty file is logged. `open_fn(path)` opens it for binary reading (Beam passes its own)."""
+    counter = word_counter(bool(do_lower_case), int(max_word_chars))
+    counts, stats, batch = collections.Counter(), new_stats(), []
+    stats["files"] = 1
+    with open_fn(path) as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                batch.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                stats["skipped_non_utf8_lines"] += 1
+                if stats["skipped_non_utf8_lines"] <= MAX_REPORTED_BAD_LINES:
+                    log(f"{path}:{line_number}: skipped a line that is not UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if len(batch) == LINES_PER_BATCH:
+                counter.add(batch, counts, stats)
+                batch = []
+    if batch:
+        counter.add(batch, counts, stats)
+    if stats["skipped_non_utf8_lines"] > MAX_REPORTED_BAD_LINES:
+        log(f"{path}: {stats['skipped_non_utf8_lines']} lines in all skipped as not UTF-8")
+    if stats["words"] == 0:
+        stats["empty_files"] = 1
+        log(f"{path}: no words (empty file)")
+    return counts, stats
+
+
+def _count_file_in_worker(path, do_lower_case, max_word_chars):
+    """`count_file` in a worker process: its log lines come back with the counts."""
+    messages = []
+    counts, stats = count_file(path, do_lower_case, max_word_chars, log=messages.append)
+    return dict(counts), stats, messages
+
+
+def expand_input_files(spec):
+    """Comma list of paths/globs -> sorted existing files (list order kept); a pattern matching nothing is an
+    error naming it."""
+    files = []
+    for pattern in [p.strip() for p in str(spec).split(",") if p.strip()]:
+        matches = sorted(tf.io.gfile.glob(pattern))
+        if not matches:
+            raise FileNotFoundError(f"--input_file pattern {pattern!r} matches no file")
+        files.extend(matches)
+    if not files:
+        raise FileNotFoundError(f"--input_file {spec!r} names no file")
+    return files
+
+
+def count_files(files, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD, num_workers=None, log=print):
+    """Word counts of all `files` -> (Counter, stats), counted in parallel processes over files."""
+    if num_workers is None:
+        num_workers = len(os.sched_getaffinity(0))
+    num_workers = max(1, min(int(num_workers), len(files)))
+    counts, stats = collections.Counter(), new_stats()
+
+    def merge(i, path, file_counts, file_stats):
+        counts.update(file_counts)
+        stats.update(file_stats)
+        log(f"counted {path}: {file_stats['lines']} lines, {file_stats['words']} words ({i}/{len(files)} files; "
+            f"{len(counts)} distinct words so far)")
+
+    if num_workers == 1:
+        for i, path in enumerate(files, start=1):
+            merge(i, path, *count_file(path, do_lower_case, max_word_chars, log=log))
+        return counts, stats
+    # spawn: a forked child would inherit this process's TensorFlow runtime threads
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        futures = {ex.submit(_count_file_in_worker, p, do_lower_case, max_word_chars): p for p in files}
+        for i, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            file_counts, file_stats, messages = future.result()
+            for m in messages:
+                log(m)
+            merge(i, futures[future], file_counts, file_stats)
+    return counts, stats
+
+
+@dataclasses.dataclass
+class LearnedVocab:
+    """The tokens (id = position) and how they were learned."""
+
+    tokens: list
+    threshold: int  # the learner's frequency threshold
+    kept_chars: int  # characters seen at least min_char_count times
+    dropped_words: int  # distinct words left out of learning for a rarer character
+    too_small: bool  # the corpus could not fill vocab_size at min_token_count
+
+
+def _char_counts(word_counts):
+    chars = collections.Counter()
+    for word, n in word_counts.items():
+        for c in word:
+            chars[c] += n
+    return chars
+
+
+def learn_vocab(word_counts, config, log=print):
+    """Word counts (word -> n) -> `LearnedVocab` by `config` (a `VocabConfig`); see the module docstring."""
+    if not word_counts:
+        raise ValueError("no words to learn from: the input files are empty (or hold only skipped lines)")
+    reserved = reserved_tokens(config.num_unused)
+    char_counts = _char_counts(word_counts)
+    kept = sorted(c for c, n in char_counts.items() if n >= config.min_char_count)
+    if not kept:
+        raise ValueError(f"no character is seen --min_char_count={config.min_char_count} times: the corpus is "
+                         "too small for a vocabulary")
+    room = config.vocab_size - len(reserved) - 2 * len(kept)
+    if room < 0:
+        raise ValueError(f"--vocab_size={config.vocab_size} cannot hold the {len(reserved)} reserved tokens and "
+                         f"the {len(kept)} characters seen >= --min_char_count={config.min_char_count} times "
+                         f"(each as c and ##c: {2 * len(kept)}); raise --vocab_size or --min_char_count")
+    kept_set = set(kept)
+    # Sorted by word: the learner's result does not depend on how the counts were gathered.
+    words = sorted((w, n) for w, n in word_counts.items() if kept_set.issuperset(w))
+    dropped = len(word_counts) - len(words)
+    if not words:
+        raise ValueError(f"every word has a character seen < --min_char_count={config.min_char_count} times: "
+                         "the corpus is too small for a vocabulary")
+    log(f"learning from {len(words)} distinct words ({dropped} left out for a character seen < "
+        f"{config.min_char_count} times), {len(kept)} characters kept")
+    tokens, threshold, too_small = _search_threshold(words, config, reserved, len(kept), log)
+    tokens = _with_all_characters(tokens, kept, reserved, config.vocab_size)
+    return LearnedVocab(tokens, threshold, len(kept), dropped, too_small)
+
+
+def _learn_at(words, threshold, config, reserved, num_chars):
+    """tensorflow-text's learner at one frequency threshold (its binary search pinned to it)."""
+    return learner_lib.learn(words, config.vocab_size, reserved, upper_thresh=threshold, lower_thresh=threshold,
+                             num_iterations=4, max_input_tokens=-1, max_token_length=config.max_piece_chars,
+                             max_unique_chars=num_chars, slack_ratio=SLACK_RATIO, include_joiner_token=True,
+                             joiner=JOINER)
+
+
+def _next_threshold(probes, target, lo, hi):
+    """The next threshold to try in [lo, hi]: the vocabulary size falls roughly as a power of the threshold,
+    so interpolate log(size) over log(threshold) between the closest probes on either side (or extrapolate
+    from the closest with size ~ threshold^-2/3, measured on English), then bisect if that makes no progress."""
+    below = max((t for t, n in probes.items() if n > target), default=None)  # threshold too low
+    above = min((t for t, n in probes.items() if n < target), default=None)  # threshold too high
+    if below is not None and above is not None:
+        n1, n2 = probes[below], probes[above]
+        frac = (math.log(n1) - math.log(target)) / (math.log(n1) - math.log(n2))
+        guess = math.exp(math.log(below) + frac * (math.log(above) - math.log(below)))
+    else:
+        t = below if below is not None else above
+        guess = t * (probes[t] / target) ** 1.5
+    guess = min(max(int(round(guess)), lo), hi)
+    if guess in probes:  # interpolation stalled: bisect (geometrically) what is left
+        guess = min(max(int(round(math.sqrt(lo * hi))), lo), hi)
+    return guess
+
+
+def _search_threshold(words, config, reserved, num_chars, log):
+    """The learner's vocabulary at the threshold whose size lands in [vocab_size * (1 - slack), vocab_size]
+    -> (tokens, threshold, too_small). tf-text's own search bisects the whole count range (~15 learner runs on
+    a few MB); interpolating takes a handful."""
+    upper = config.vocab_size
+    lower = math.floor(upper * (1 - SLACK_RATIO))
+    lo, hi = config.min_token_count, max(config.min_token_count, max(n for _, n in words))
+    # First guess: the count of the vocab_size-th most frequent word.
+    by_count = sorted((n for _, n in words), reverse=True)
+    threshold = min(max(by_count[min(upper, len(by_count)) - 1], lo), hi)
+    probes, results = {}, {}
+    while True:
+        start = time.time()
+        tokens = _learn_at(words, threshold, config, reserved, num_chars)
+        probes[threshold], results[threshold] = len(tokens), tokens
+        log(f"learner at frequency threshold {threshold}: {len(tokens)} tokens ({time.time() - start:.1f}s)")
+        if lower <= len(tokens) <= upper:
+            return tokens, threshold, False
+        if len(tokens) > upper:
+            lo = threshold + 1
+        else:
+            hi = threshold - 1
+        if lo > hi:
+            break
+        threshold = _next_threshold(probes, (lower + upper) / 2, lo, hi)
+    # No threshold lands in the range: the largest vocabulary that fits.
+    fitting = [t for t, n in probes.items() if n <= upper]
+    best = min(fitting) if fitting else max(probes)
+    too_small = probes[best] < lower and best == config.min_token_count
+    return results[best], best, too_small
+
+
+def _with_all_characters(tokens, kept_chars, reserved, vocab_size):
+    """Adds every kept character (as c and ##c) the learner left out, dropping the least frequent learned
+    pieces to stay within `vocab_size` (never a reserved token or a character)."""
+    present = set(tokens)
+    missing = [t for c in kept_chars for t in (c, JOINER + c) if t not in present]
+    excess = len(tokens) + len(missing) - vocab_size
+    if excess > 0:
+        protected = set(reserved) | set(kept_chars) | {JOINER + c for c in kept_chars}
+        droppable = [i for i, t in enumerate(tokens) if t not in protected]
+        dropped = set(droppable[-excess:])
+        tokens = [t for i, t in enumerate(tokens) if i not in dropped]
+    return tokens + missing
+
+
+def write_vocab(path, tokens):
+    """Writes `tokens` as a vocab.txt (one a line) atomically; returns `path`."""
+    bad = [t for t in tokens if not t or t != t.strip() or "\n" in t]
+    if bad:
+        raise ValueError(f"vocabulary tokens that a vocab.txt cannot hold: {bad[:5]!r}")
+    return atomic.write_file(path, "".join(t + "\n" for t in tokens))
+
+
+def report_learned(learned, config, stats, log=print):
+    """The summary lines of a run (the smaller-vocabulary warning among them)."""
+    log(f"corpus: {stats['files']} files ({stats['empty_files']} without words), {stats['lines']} lines, "
+        f"{stats['words']} words ({stats['long_words']} over --max_word_chars={config.max_word_chars}, not "
+        f"counted), {stats['skipped_non_utf8_lines']} non-UTF-8 lines skipped")
+    log(f"vocabulary: {len(learned.tokens)} tokens (--vocab_size={config.vocab_size}) at frequency threshold "
+        f"{learned.threshold}; {learned.kept_chars} characters; {learned.dropped_words} distinct words with a "
+        f"character seen < {config.min_char_count} times left out")
+    if learned.too_small:
+        log(f"WARNING: the corpus is too small for --vocab_size={config.vocab_size}: every piece seen >= "
+            f"--min_token_count={config.min_token_count} times gives only {len(learned.tokens)} tokens; the "
+            f"vocabulary written has {len(learned.tokens)} tokens (use that as the model's vocab_size, or give "
+            "more text)")
+
+
+def build_vocab(config, log=print):
+    """Counts the words of `config.input_file` locally, learns, writes `config.output_file`; returns the
+    `LearnedVocab` and the corpus stats."""
+    config.check()
+    files = expand_input_files(config.input_file)
+    start = time.time()
+    counts, stats = count_files(files, config.do_lower_case, config.max_word_chars, config.num_workers, log)
+    log(f"counted {stats['words']} words ({len(counts)} distinct) in {len(files)} files in "
+        f"{time.time() - start:.1f}s")
+    learned = learn_vocab(counts, config, log)
+    write_vocab(config.output_file, learned.tokens)
+    report_learned(learned, config, stats, log)
+    log(f"wrote {config.output_file} in {time.time() - start:.1f}s")
+    return learned, stats
