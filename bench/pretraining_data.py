@@ -150,7 +150,7 @@ def run_measured(cmd):
 
 
 def record_digests(paths):
-    from bert_tf.pretraining.data import _varint  # noqa: F401 (module import check)
+    from bert_tf.pretraining.sampling import _varint  # noqa: F401 (module import check)
 
     out = collections.Counter()
     for p in paths:

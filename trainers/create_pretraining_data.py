@@ -47,6 +47,12 @@ flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model
 flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (True for uncased models).")
 flags.DEFINE_bool("do_whole_word_mask", False,
                   "Mask all the wordpieces of a word at once (## pieces join the previous piece).")
+flags.DEFINE_string("word_segmenter", None,
+                    "With --do_whole_word_mask: mask the characters of one segmenter word together (Chinese "
+                    "whole-word masking): 'jieba', or 'package.module:function' (str -> list of words).")
+flags.DEFINE_bool("nsp", True,
+                  "Next-sentence pairs (Google). --nonsp: one segment per instance for MLM-only training, the "
+                  "documents' sentences run on and cut into full-length chunks ([SEP] between documents).")
 flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
 flags.DEFINE_integer("max_predictions_per_seq", 20, "Maximum number of masked LM predictions per sequence.")
 flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
@@ -85,7 +91,8 @@ def _settings():
         FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case, max_seq_length=FLAGS.max_seq_length,
         max_predictions_per_seq=FLAGS.max_predictions_per_seq, masked_lm_prob=FLAGS.masked_lm_prob,
         dupe_factor=FLAGS.dupe_factor, short_seq_prob=FLAGS.short_seq_prob, random_seed=FLAGS.random_seed,
-        do_whole_word_mask=FLAGS.do_whole_word_mask, block_tokens=FLAGS.block_tokens)
+        do_whole_word_mask=FLAGS.do_whole_word_mask, block_tokens=FLAGS.block_tokens, nsp=FLAGS.nsp,
+        word_segmenter=FLAGS.word_segmenter)
 
 
 def main(argv):
@@ -123,8 +130,8 @@ def main(argv):
         max_seq_length=FLAGS.max_seq_length, max_predictions_per_seq=FLAGS.max_predictions_per_seq,
         masked_lm_prob=FLAGS.masked_lm_prob, dupe_factor=FLAGS.dupe_factor,
         short_seq_prob=FLAGS.short_seq_prob, random_seed=FLAGS.random_seed,
-        do_whole_word_mask=FLAGS.do_whole_word_mask, block_tokens=FLAGS.block_tokens,
-        num_workers=FLAGS.num_workers, verbose=True)
+        do_whole_word_mask=FLAGS.do_whole_word_mask, block_tokens=FLAGS.block_tokens, nsp=FLAGS.nsp,
+        word_segmenter=FLAGS.word_segmenter, num_workers=FLAGS.num_workers, verbose=True)
 
 
 if __name__ == "__main__":

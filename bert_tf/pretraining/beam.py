@@ -85,8 +85,9 @@ def _make_do_fns():
 
         def setup(self):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            self.vocab = pdata.VocabInfo(self.settings["vocab_file"])
-            self.tokenizer = pdata.get_tokenizer(self.settings["vocab_file"], self.settings["do_lower_case"])
+            self.vocab = pdata.vocab_info(self.settings["vocab_file"])
+            self.tokenizer = pdata.get_tokenizer(self.settings["vocab_file"], self.settings["do_lower_case"],
+                                                 self.settings["word_segmenter"])
             self.maker = pdata.InstanceMaker(self.settings, self.vocab)
             self.counters = {k: Metrics.counter(NAMESPACE, k) for k in COUNTERS}
 
@@ -196,7 +197,7 @@ def run(input_spec, output_prefix, num_output_shards, settings, pipeline_args, l
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    pdata.VocabInfo(settings["vocab_file"])  # fail early with a clear message
+    pdata.vocab_info(settings["vocab_file"])  # fail early with a clear message
     inputs = match_input_files(input_spec)
     start = time.time()
     options = PipelineOptions(list(pipeline_args))

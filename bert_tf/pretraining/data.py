@@ -92,23 +92,27 @@ from __future__ import annotations
 
 import array
 import collections
+import concurrent.futures
 import os
+import pickle
+import queue
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
-MASK_PROB_MASK = 0.8  # Google: replace with [MASK]
-MASK_PROB_KEEP = 0.5  # of the rest: keep original (else random id)
+import tensorflow as tf
 
-FEATURE_NAMES = (
-    "input_ids",
-    "input_mask",
-    "segment_ids",
-    "masked_lm_positions",
-    "masked_lm_ids",
-    "masked_lm_weights",
-    "next_sentence_labels",
-)
+from bert_tf.pretraining.sampling import (  # noqa: F401  (the sampler's public names, re-exported)
+    FEATURE_NAMES, ExampleEncoder, InstanceMaker, TFRecordFramer, VocabInfo, block_records, block_seed, block_units,
+    create_masked_lm_predictions, create_pairs_from_document, new_stats, pack_documents, serialize_instance,
+    split_joins, truncate_seq_pair)
+from bert_tf.text.preprocessor import BertPreprocessor
+from bert_tf.text.tokenizer import load_vocab
+from bert_tf.text.word_segmentation import load_word_segmenter, segmenter_word_joins
 
 DEFAULT_BLOCK_TOKENS = 2_000_000
 
@@ -119,8 +123,6 @@ def google_feature_spec(max_seq_length, max_predictions_per_seq):
     >>> sorted(google_feature_spec(128, 20))[:2]
     ['input_ids', 'input_mask']
     """
-    import tensorflow as tf
-
     return {
         "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
         "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
@@ -130,333 +132,6 @@ def google_feature_spec(max_seq_length, max_predictions_per_seq):
         "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
         "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
     }
-
-
-# --------------------------------------------------------------------- vocab
-class VocabInfo:
-    """Ids the sampler needs, read from a BERT `vocab.txt`.
-
-    Attributes: `size`, `cls_id`, `sep_id`, `mask_id`, `pad_id`, and
-    `is_continuation` (bytes; 1 where the token starts with `##`).
-    """
-
-    def __init__(self, vocab_file):
-        from bert_tf.text.preprocessor import load_vocab
-
-        tokens = load_vocab(vocab_file)
-        ids = {t: i for i, t in enumerate(tokens)}
-        if "[MASK]" not in ids:
-            raise ValueError(f"BERT vocab file {vocab_file!r} has no [MASK] token; masked LM needs one")
-        self.vocab_file = str(vocab_file)
-        self.size = len(tokens)
-        self.cls_id = ids["[CLS]"]
-        self.sep_id = ids["[SEP]"]
-        self.mask_id = ids["[MASK]"]
-        self.pad_id = ids["[PAD]"]
-        self.is_continuation = bytes(1 if t.startswith("##") else 0 for t in tokens)
-
-
-# ------------------------------------------------------------ Google's rules
-def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
-    """Google's rule: while too long, drop one token of the longer list (B on
-    ties), from the front or the back with probability 1/2 each. In place.
-
-    The draws are Google's (one per dropped token); the lists are cut once."""
-    la, lb = len(tokens_a), len(tokens_b)
-    if la + lb <= max_num_tokens:
-        return
-    fa = ba = fb = bb = 0
-    rand = rng.random
-    while la + lb > max_num_tokens:
-        if la > lb:
-            if rand() < 0.5:
-                fa += 1
-            else:
-                ba += 1
-            la -= 1
-        else:
-            if rand() < 0.5:
-                fb += 1
-            else:
-                bb += 1
-            lb -= 1
-    tokens_a[:] = tokens_a[fa:fa + la]
-    tokens_b[:] = tokens_b[fb:fb + lb]
-
-
-def _choose_and_mask(ids, cand, masked_lm_prob, max_predictions_per_seq, vocab, rng,
-                     do_whole_word_mask):
-    """Google's masking given the candidate positions `cand` (all but [CLS]/[SEP]).
-
-    Candidates (whole words with `do_whole_word_mask`) are visited in uniformly
-    random order; a word that would overflow `num_to_predict` is skipped. Each
-    chosen position becomes [MASK] with probability 0.8, stays with 0.1, or
-    becomes a uniformly random id with 0.1. Returns `(out, positions, labels)`.
-    """
-    num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(ids) * masked_lm_prob))))
-    if do_whole_word_mask:
-        cont = vocab.is_continuation
-        groups = []
-        for i in cand:  # Google: a ## piece joins the previous candidate's group
-            if groups and cont[ids[i]]:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        rng.shuffle(groups)
-        positions = []
-        for group in groups:
-            if len(positions) >= num_to_predict:
-                break
-            if len(positions) + len(group) > num_to_predict:
-                continue
-            positions.extend(group)
-    else:  # the first k of a uniform random permutation (partial Fisher-Yates)
-        rand = rng.random
-        m = len(cand)
-        k = min(num_to_predict, m)
-        for i in range(k):
-            j = i + int(rand() * (m - i))
-            cand[i], cand[j] = cand[j], cand[i]
-        positions = cand[:k]
-    out = list(ids)
-    rand = rng.random
-    mask_id, size = vocab.mask_id, vocab.size
-    for i in positions:
-        r = rand()
-        if r < MASK_PROB_MASK:
-            out[i] = mask_id
-        elif r >= MASK_PROB_MASK + (1 - MASK_PROB_MASK) * MASK_PROB_KEEP:
-            out[i] = int(rand() * size)
-    positions.sort()
-    return out, positions, [ids[i] for i in positions]
-
-
-def create_masked_lm_predictions(ids, masked_lm_prob, max_predictions_per_seq, vocab, rng,
-                                 do_whole_word_mask=False):
-    """Google's masking on a packed id list `[CLS] a [SEP] b [SEP]`.
-
-    Returns `(output_ids, masked_positions (sorted), masked_label_ids)`.
-    """
-    cls_id, sep_id = vocab.cls_id, vocab.sep_id
-    cand = [i for i, t in enumerate(ids) if t != cls_id and t != sep_id]  # reordered in place
-    return _choose_and_mask(ids, cand, masked_lm_prob, max_predictions_per_seq, vocab, rng,
-                            do_whole_word_mask)
-
-
-def create_pairs_from_document(documents, document_index, max_seq_length, short_seq_prob, rng,
-                               stats=None):
-    """Google's segment-pair sampling for one document of `documents`.
-
-    `documents` is a list of documents, each a list of sentences (sequences of
-    wordpiece ids). Returns a list of `(tokens_a, tokens_b, is_random_next)`,
-    already truncated to `max_seq_length - 3` tokens in total. With `stats`,
-    counts in `stats["forced_random_next"]` the pairs whose chunk had a single
-    sentence (Google then always takes a random next).
-    """
-    document = documents[document_index]
-    max_num_tokens = max_seq_length - 3
-    target_seq_length = max_num_tokens
-    if rng.random() < short_seq_prob:
-        target_seq_length = rng.randint(2, max_num_tokens)
-    pairs = []
-    chunk = []
-    length = 0
-    i = 0
-    while i < len(document):
-        segment = document[i]
-        chunk.append(segment)
-        length += len(segment)
-        if i == len(document) - 1 or length >= target_seq_length:
-            if chunk:
-                a_end = 1
-                if len(chunk) >= 2:
-                    a_end = rng.randint(1, len(chunk) - 1)
-                tokens_a = []
-                for j in range(a_end):
-                    tokens_a.extend(chunk[j])
-                tokens_b = []
-                if len(chunk) == 1 or rng.random() < 0.5:
-                    is_random_next = True
-                    if stats is not None and len(chunk) == 1:
-                        stats["forced_random_next"] += 1
-                    target_b_length = target_seq_length - len(tokens_a)
-                    for _ in range(10):
-                        random_index = rng.randint(0, len(documents) - 1)
-                        if random_index != document_index:
-                            break
-                    random_document = documents[random_index]
-                    start = rng.randint(0, len(random_document) - 1)
-                    for j in range(start, len(random_document)):
-                        tokens_b.extend(random_document[j])
-                        if len(tokens_b) >= target_b_length:
-                            break
-                    i -= len(chunk) - a_end  # put the unused sentences back
-                else:
-                    is_random_next = False
-                    for j in range(a_end, len(chunk)):
-                        tokens_b.extend(chunk[j])
-                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-                if tokens_a and tokens_b:  # Google asserts this; only degenerate docs fail it
-                    pairs.append((tokens_a, tokens_b, is_random_next))
-            chunk = []
-            length = 0
-        i += 1
-    return pairs
-
-
-# ------------------------------------------------------- fast serialization
-def _varint(n):
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_FLOAT_ONE = b"\x00\x00\x80\x3f"  # little-endian float32 1.0
-_FLOAT_ZERO = b"\x00\x00\x00\x00"
-
-
-class ExampleEncoder:
-    """Google's `tf.train.Example` for one instance, written as protobuf wire
-    bytes directly (features in `FEATURE_NAMES` order, packed lists). Parses to
-    the same message as building the proto and calling `SerializeToString`
-    (which this replaces: it was a quarter of the time per instance)."""
-
-    def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
-        self.L, self.P = int(max_seq_length), int(max_predictions_per_seq)
-        self._v = [_varint(i) for i in range(max(int(vocab_size), 1 << 15))]
-        self._zeros = [b"\x00" * i for i in range(max(self.L, self.P) + 1)]
-        self._ones = [b"\x01" * i for i in range(self.L + 1)]
-        self._keys = {k: b"\x0a" + _varint(len(k)) + k.encode() for k in FEATURE_NAMES}
-        self._weights = [self._item("masked_lm_weights", _FLOAT_ONE * k + _FLOAT_ZERO * (self.P - k), True)
-                         for k in range(self.P + 1)]
-        self._nsp = [self._item("next_sentence_labels", bytes([v])) for v in (0, 1)]
-
-    def _len(self, n):
-        v = self._v
-        return v[n] if n < len(v) else _varint(n)
-
-    def _item(self, key, packed, is_float=False):
-        vl = self._len
-        lst = b"\x0a" + vl(len(packed)) + packed                       # Int64List / FloatList
-        feat = (b"\x12" if is_float else b"\x1a") + vl(len(lst)) + lst  # Feature oneof
-        entry = self._keys[key] + b"\x12" + vl(len(feat)) + feat        # map entry
-        return b"\x0a" + vl(len(entry)) + entry                         # Features.feature
-
-    def encode(self, ids, len_segment_a, positions, labels, is_random_next):
-        """`ids` = packed (masked) ids `[CLS] a [SEP] b [SEP]`, `len_segment_a` =
-        tokens through the first [SEP]. Returns serialized `tf.train.Example` bytes."""
-        v, z, item = self._v, self._zeros, self._item
-        n = len(ids)
-        pad = self.L - n
-        k = len(positions)
-        pk = self.P - k
-        body = b"".join((
-            item("input_ids", b"".join([v[i] for i in ids]) + z[pad]),
-            item("input_mask", self._ones[n] + z[pad]),
-            item("segment_ids", z[len_segment_a] + self._ones[n - len_segment_a] + z[pad]),
-            item("masked_lm_positions", b"".join([v[i] for i in positions]) + z[pk]),
-            item("masked_lm_ids", b"".join([v[i] for i in labels]) + z[pk]),
-            self._weights[k],
-            self._nsp[1 if is_random_next else 0],
-        ))
-        return b"\x0a" + self._len(len(body)) + body
-
-
-def _crc32c_function():
-    try:
-        from crcmod.predefined import mkPredefinedCrcFun
-
-        return mkPredefinedCrcFun("crc-32c")
-    except ImportError:  # pure Python, slow; crcmod is in requirements.txt
-        table = []
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            table.append(c)
-
-        def crc(data):
-            c = 0xFFFFFFFF
-            for b in data:
-                c = table[(c ^ b) & 0xFF] ^ (c >> 8)
-            return c ^ 0xFFFFFFFF
-
-        return crc
-
-
-class TFRecordFramer:
-    """TFRecord framing of one record (length, masked CRC32C of the length,
-    data, masked CRC32C of the data), so that worker processes need no
-    TensorFlow and the writer only concatenates bytes."""
-
-    def __init__(self):
-        import struct
-
-        self._crc = _crc32c_function()
-        self._pack_len = struct.Struct("<Q").pack
-        self._pack_crc = struct.Struct("<I").pack
-
-    def _masked(self, data):
-        c = self._crc(data)
-        return self._pack_crc((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
-
-    def __call__(self, record):
-        n = self._pack_len(len(record))
-        return b"".join((n, self._masked(n), record, self._masked(record)))
-
-
-_ENCODERS = {}
-
-
-def _encoder(max_seq_length, max_predictions_per_seq, vocab_size):
-    key = (int(max_seq_length), int(max_predictions_per_seq), int(vocab_size))
-    if key not in _ENCODERS:
-        _ENCODERS[key] = ExampleEncoder(*key)
-    return _ENCODERS[key]
-
-
-def _pack_and_mask(tokens_a, tokens_b, vocab, max_seq_length, max_predictions_per_seq, masked_lm_prob,
-                   rng, do_whole_word_mask):
-    la, lb = len(tokens_a), len(tokens_b)
-    n = la + lb + 3
-    if n > max_seq_length:
-        raise AssertionError(f"instance of {n} tokens exceeds max_seq_length={max_seq_length}")
-    ids = [vocab.cls_id]
-    ids.extend(tokens_a)
-    ids.append(vocab.sep_id)
-    ids.extend(tokens_b)
-    ids.append(vocab.sep_id)
-    if masked_lm_prob > 0:
-        cand = list(range(1, la + 1))
-        cand.extend(range(la + 2, n - 1))
-        out, positions, labels = _choose_and_mask(ids, cand, masked_lm_prob, max_predictions_per_seq,
-                                                  vocab, rng, do_whole_word_mask)
-    else:
-        out, positions, labels = ids, [], []
-    return out, la + 2, positions, labels
-
-
-def serialize_instance(tokens_a, tokens_b, is_random_next, vocab, max_seq_length,
-                       max_predictions_per_seq, masked_lm_prob, rng, do_whole_word_mask=False,
-                       stats=None):
-    """Packs, masks (Google's rule) and serializes one pair -> `tf.train.Example` bytes.
-
-    With `masked_lm_prob=0` nothing is masked and the masked_lm_* features are
-    all padding (unmasked pair records for dynamic masking).
-    """
-    out, len_a, positions, labels = _pack_and_mask(tokens_a, tokens_b, vocab, max_seq_length,
-                                                   max_predictions_per_seq, masked_lm_prob, rng,
-                                                   do_whole_word_mask)
-    if stats is not None:
-        stats["instances"] += 1
-        stats["random_next"] += int(is_random_next)
-        stats["tokens_in_instances"] += len(out)
-        stats["masked"] += len(positions)
-    enc = _encoder(max_seq_length, max_predictions_per_seq, vocab.size)
-    return enc.encode(out, len_a, positions, labels, is_random_next)
 
 
 # ------------------------------------------------------------------ streaming
@@ -469,8 +144,6 @@ def read_documents(path, stats, open_fn=None):
     the Beam pipeline passes Beam's `FileSystems.open`).
     """
     if open_fn is None:
-        import tensorflow as tf
-
         def open_fn(p):
             return tf.io.gfile.GFile(p, "rb")
 
@@ -494,40 +167,57 @@ def read_documents(path, stats, open_fn=None):
 
 
 class _BatchTokenizer:
-    """`BertPreprocessor.tokenize` on batches of lines inside one tf.function."""
+    """`BertPreprocessor.tokenize` on batches of lines inside one tf.function.
 
-    def __init__(self, vocab_file, do_lower_case):
-        import tensorflow as tf
+    With `word_segmenter`, a piece that joins the previous piece's segmenter word
+    (`segmenter_word_joins`) is returned as `~id` (see `sampling.split_joins`)."""
 
-        from bert_tf.text.preprocessor import BertPreprocessor
-
+    def __init__(self, vocab_file, do_lower_case, word_segmenter=None):
         self.pre = BertPreprocessor(vocab_file, lower_case=do_lower_case)
+        self.segment = load_word_segmenter(word_segmenter) if word_segmenter else None
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def tok(lines):
             r = self.pre.tokenize(lines)
             return r.flat_values, r.row_splits
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def tok_with_word_starts(lines):
+            ids, starts, _ = self.pre.tokenizer.tokenize_with_word_offsets(lines)
+            return ids.flat_values, ids.row_splits, starts.flat_values
+
         self._tok = tok
+        self._tok_with_word_starts = tok_with_word_starts
 
     def __call__(self, lines):
-        import tensorflow as tf
-
-        values, splits = self._tok(tf.constant(lines, dtype=tf.string))
-        values = values.numpy().astype("int32")
-        splits = splits.numpy()
-        return [array.array("i", values[splits[i]:splits[i + 1]].tobytes()) for i in range(len(lines))]
+        if self.segment is None:
+            values, splits = self._tok(tf.constant(lines, dtype=tf.string))
+            values = values.numpy().astype("int32")
+            splits = splits.numpy()
+            return [array.array("i", values[splits[i]:splits[i + 1]].tobytes()) for i in range(len(lines))]
+        values, splits, starts = (t.numpy() for t in self._tok_with_word_starts(tf.constant(lines, tf.string)))
+        out = []
+        for i, line in enumerate(lines):
+            lo, hi = splits[i], splits[i + 1]
+            joins = segmenter_word_joins(line, starts[lo:hi], self.segment)
+            out.append(array.array("i", [~int(t) if j else int(t) for t, j in zip(values[lo:hi], joins)]))
+        return out
 
 
 _TOKENIZERS = {}
 
 
-def get_tokenizer(vocab_file, do_lower_case):
+def get_tokenizer(vocab_file, do_lower_case, word_segmenter=None):
     """A cached `_BatchTokenizer` (building one traces a tf.function: seconds)."""
-    key = (os.path.abspath(str(vocab_file)), bool(do_lower_case))
+    key = (os.path.abspath(str(vocab_file)), bool(do_lower_case), word_segmenter)
     if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = _BatchTokenizer(vocab_file, do_lower_case)
+        _TOKENIZERS[key] = _BatchTokenizer(vocab_file, do_lower_case, word_segmenter)
     return _TOKENIZERS[key]
+
+
+def vocab_info(vocab_file):
+    """The sampler's `VocabInfo` of a BERT `vocab.txt` (checked: needs [MASK])."""
+    return VocabInfo(load_vocab(vocab_file), vocab_file)
 
 
 def tokenize_documents(docs, tokenizer, stats, batch_lines=8192):
@@ -587,14 +277,18 @@ def iter_blocks(documents, block_tokens):
 
 def iter_pairs(input_files, vocab_file, do_lower_case=True, max_seq_length=128,
                short_seq_prob=0.1, random_seed=12345, block_tokens=DEFAULT_BLOCK_TOKENS,
-               dupe_factor=1, tokenizer=None):
-    """Unmasked pairs, one pass of Google's sampling streamed in blocks.
+               dupe_factor=1, tokenizer=None, nsp=True, word_segmenter=None):
+    """Unmasked instances, one pass of the sampling streamed in blocks: Google's
+    pairs, or with `nsp=False` one-segment chunks packed to full length
+    (`pack_documents`).
 
-    Yields `(input_ids, segment_ids, is_random_next)` (Python lists, no padding)
-    for `bert_tf.pretraining.masking` dynamic masking.
+    Yields `(input_ids, segment_ids, is_random_next, joins)` (Python lists, no
+    padding; `joins` marks the pieces that join the previous piece's
+    `word_segmenter` word, all False without one) for
+    `bert_tf.pretraining.masking` dynamic masking.
     """
-    tokenizer = tokenizer or get_tokenizer(vocab_file, do_lower_case)
-    vocab = VocabInfo(vocab_file)
+    tokenizer = tokenizer or get_tokenizer(vocab_file, do_lower_case, word_segmenter)
+    vocab = vocab_info(vocab_file)
     rng = random.Random(str(random_seed))
     stats = new_stats()
 
@@ -602,24 +296,24 @@ def iter_pairs(input_files, vocab_file, do_lower_case=True, max_seq_length=128,
         for path in input_files:
             yield from read_documents(path, stats)
 
+    cls_id, sep_id = vocab.cls_id, vocab.sep_id
     for block in iter_blocks(tokenize_documents(docs(), tokenizer, stats), block_tokens):
         rng.shuffle(block)
         out = []
         for _ in range(dupe_factor):
+            if not nsp:
+                for chunk in pack_documents(block, max_seq_length, sep_id, rng):
+                    out.append(([cls_id, *chunk, sep_id], [0] * (len(chunk) + 2), False))
+                continue
             for idx in range(len(block)):
                 for a, b, is_random in create_pairs_from_document(
                         block, idx, max_seq_length, short_seq_prob, rng):
-                    out.append(([vocab.cls_id, *a, vocab.sep_id, *b, vocab.sep_id],
-                                [0] * (len(a) + 2) + [1] * (len(b) + 1), is_random))
+                    out.append(([cls_id, *a, sep_id, *b, sep_id], [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                                is_random))
         rng.shuffle(out)
-        yield from out
-
-
-def new_stats():
-    """Zeroed counters of a run (documents, sentences, tokens, instances, skips...)."""
-    return collections.Counter(
-        documents=0, sentences=0, tokens=0, instances=0, random_next=0, forced_random_next=0, masked=0,
-        tokens_in_instances=0, skipped_non_utf8_lines=0, skipped_empty_lines=0)
+        for ids, segments, is_random in out:
+            ids, joins = split_joins(ids)
+            yield ids, segments, is_random, joins
 
 
 # ---------------------------------------------------------------- the tasks
@@ -641,99 +335,10 @@ def plan_tasks(input_files, output_files):
     return [(input_files[t::n_out], [output_files[t]]) for t in range(n_out)]
 
 
-# ------------------------------------------------------------ blocks -> records
-DOC_CHUNKS = 8  # each dupe pass over a block is cut into this many fixed document ranges
-
-
-def block_seed(random_seed, task_index, block_index):
-    """The random stream of one block: its document shuffle and its final
-    instance shuffle. Work units derive theirs from it, so the records depend
-    only on (seed, task, block) -- never on workers, processes or runners."""
-    return f"{random_seed}:{task_index}:{block_index}"
-
-
-def block_units(num_documents, dupe_factor):
-    """Work units `(pass, chunk, lo, hi)` of one block: `dupe_factor` passes,
-    each over `DOC_CHUNKS` fixed ranges `[lo, hi)` of the shuffled documents."""
-    units = []
-    for p in range(dupe_factor):
-        for c in range(DOC_CHUNKS):
-            lo, hi = num_documents * c // DOC_CHUNKS, num_documents * (c + 1) // DOC_CHUNKS
-            if hi > lo:
-                units.append((p, c, lo, hi))
-    return units
-
-
-class InstanceMaker:
-    """Google's pair sampling, masking and `tf.train.Example` encoding for work
-    units of a block. Pure Python (no TensorFlow), so worker processes stay small."""
-
-    def __init__(self, settings, vocab):
-        self.settings = dict(settings)
-        self.vocab = vocab
-        self.encoder = ExampleEncoder(settings["max_seq_length"], settings["max_predictions_per_seq"],
-                                      vocab.size)
-        self._framer = None
-
-    @property
-    def framer(self):
-        if self._framer is None:
-            self._framer = TFRecordFramer()
-        return self._framer
-
-    def unit(self, block, task_index, block_index, pass_index, chunk, lo, hi, stats):
-        """Serialized Examples of documents `[lo, hi)` of `block` in one pass."""
-        s, vocab, encode = self.settings, self.vocab, self.encoder.encode
-        L, P = s["max_seq_length"], s["max_predictions_per_seq"]
-        prob, wwm, short = s["masked_lm_prob"], s["do_whole_word_mask"], s["short_seq_prob"]
-        rng = random.Random(f"{block_seed(s['random_seed'], task_index, block_index)}:{pass_index}:{chunk}")
-        out = []
-        n_random = n_tokens = n_masked = 0
-        for idx in range(lo, hi):
-            for a, b, is_random in create_pairs_from_document(block, idx, L, short, rng, stats):
-                ids, len_a, positions, labels = _pack_and_mask(a, b, vocab, L, P, prob, rng, wwm)
-                out.append(encode(ids, len_a, positions, labels, is_random))
-                n_random += is_random
-                n_tokens += len(ids)
-                n_masked += len(positions)
-        stats["instances"] += len(out)
-        stats["random_next"] += n_random
-        stats["tokens_in_instances"] += n_tokens
-        stats["masked"] += n_masked
-        return out
-
-
-def block_records(block, task_index, block_index, settings, vocab, stats, maker=None):
-    """Google's `create_training_instances` on one block, in this process:
-    shuffle the documents, `dupe_factor` passes, shuffle the serialized
-    instances. The parallel local tool runs the same units in worker processes
-    and gets the same list; the Beam pipeline calls this."""
-    maker = maker or InstanceMaker(settings, vocab)
-    rng = random.Random(block_seed(settings["random_seed"], task_index, block_index))
-    rng.shuffle(block)
-    out = []
-    for unit in block_units(len(block), settings["dupe_factor"]):
-        out.extend(maker.unit(block, task_index, block_index, *unit, stats))
-    rng.shuffle(out)
-    return out
-
-
-def instances_from_block(block, settings, vocab, rng, stats):
-    """One block's serialized instances with the caller's `rng` for its block
-    stream (kept for callers of the earlier API; see `block_records`)."""
-    maker = InstanceMaker(settings, vocab)
-    rng.shuffle(block)
-    out = []
-    seed = rng.random()
-    for p, c, lo, hi in block_units(len(block), settings["dupe_factor"]):
-        out.extend(maker.unit(block, f"r{seed}", 0, p, c, lo, hi, stats))
-    rng.shuffle(out)
-    return out
-
-
 def task_blocks(inputs, settings, stats, tokenizer=None, open_fn=None):
     """The blocks of one task: its input files read in order, tokenized, grouped."""
-    tokenizer = tokenizer or get_tokenizer(settings["vocab_file"], settings["do_lower_case"])
+    tokenizer = tokenizer or get_tokenizer(settings["vocab_file"], settings["do_lower_case"],
+                                           settings["word_segmenter"])
 
     def docs():
         for path in inputs:
@@ -741,22 +346,17 @@ def task_blocks(inputs, settings, stats, tokenizer=None, open_fn=None):
 
     return iter_blocks(tokenize_documents(docs(), tokenizer, stats), settings["block_tokens"])
 
-
 # ------------------------------------------------------ parallel local writer
-_WORKER = {}
-
-# A worker process runs this (python -c): it loads this module without the
+# A worker process runs this (python -c): it loads the sampler module without the
 # bert_tf package's __init__ (which imports Keras and TensorFlow), so a worker
-# costs tens of MiB, and serves work units read from stdin as pickles. (That is
-# why this module imports TensorFlow and bert_tf.text inside the functions that
-# need them: a worker never calls those.)
+# costs tens of MiB, and serves work units read from stdin as pickles.
 _WORKER_MAIN = r"""
 import os, pickle, sys, traceback, types
 for name in ("bert_tf", "bert_tf.pretraining"):
     pkg = types.ModuleType(name)
     pkg.__path__ = [os.path.join(sys.argv[1], *name.split("."))]
     sys.modules[name] = pkg
-from bert_tf.pretraining import data as pd
+from bert_tf.pretraining import sampling as pd
 inp, out = sys.stdin.buffer, sys.stdout.buffer
 sys.stdout = sys.stderr
 pd._init_worker(*pickle.load(inp))
@@ -780,11 +380,6 @@ class _WorkerPool:
     the caller's `__main__` nor the bert_tf package (see `_WORKER_MAIN`)."""
 
     def __init__(self, num_workers, settings, vocab):
-        import pickle
-        import queue
-        import subprocess
-        import threading
-
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._queue = queue.Queue()
         self._procs, self._threads = [], []
@@ -800,8 +395,6 @@ class _WorkerPool:
             self._threads.append(th)
 
     def _serve(self, proc):
-        import pickle
-
         while True:
             item = self._queue.get()
             if item is None:
@@ -822,8 +415,6 @@ class _WorkerPool:
                 future.set_exception(RuntimeError(f"in pretraining data worker {proc.pid}: {value}"))
 
     def submit(self, *args):
-        import concurrent.futures
-
         future = concurrent.futures.Future()
         self._queue.put((args, future))
         return future
@@ -849,32 +440,6 @@ class _WorkerPool:
                 item[1].cancel()
 
 
-def _init_worker(settings, vocab):
-    _WORKER["maker"] = InstanceMaker(settings, vocab)
-    _WORKER["block"] = (None, None)
-
-
-def _load_block(path):
-    import pickle
-
-    cached_path, block = _WORKER.get("block", (None, None))
-    if cached_path != path:
-        _WORKER["block"] = (None, None)
-        with open(path, "rb") as f:
-            block = pickle.load(f)
-        _WORKER["block"] = (path, block)
-    return block
-
-
-def _worker_unit(path, task_index, block_index, pass_index, chunk, lo, hi):
-    """In a worker process: one unit -> (TFRecord-framed records, stats)."""
-    maker = _WORKER["maker"]
-    stats = new_stats()
-    recs = maker.unit(_load_block(path), task_index, block_index, pass_index, chunk, lo, hi, stats)
-    frame = maker.framer
-    return [frame(r) for r in recs], dict(stats)
-
-
 class _Done:
     def __init__(self, value):
         self._value = value
@@ -890,8 +455,6 @@ class TaskOutput:
 
     def __init__(self, paths, open_fn=None):
         if open_fn is None:
-            import tensorflow as tf
-
             def open_fn(p):
                 return tf.io.gfile.GFile(p, "wb")
 
@@ -919,18 +482,13 @@ def _write_tasks(tasks, settings, vocab, workers, stats, on_block=None, max_bloc
     """Runs `tasks` (`(task_index, inputs, outputs)`): this process reads and tokenizes (TensorFlow), worker
     processes make the instances of each block's units (pure Python); blocks are
     finished in order, so the records are those of `block_records`."""
-    import collections as _c
-    import pickle
-    import shutil
-    import tempfile
-
-    tokenizer = get_tokenizer(settings["vocab_file"], settings["do_lower_case"])
+    tokenizer = get_tokenizer(settings["vocab_file"], settings["do_lower_case"], settings["word_segmenter"])
     pool = tmpdir = None
     maker = InstanceMaker(settings, vocab)
     if workers > 1:
         pool = _WorkerPool(workers, settings, vocab)
         tmpdir = tempfile.mkdtemp(prefix="bert_tf_blocks_")
-    in_flight = _c.deque()
+    in_flight = collections.deque()
     per_output = {}
 
     def finish(entry):
@@ -991,7 +549,7 @@ def run_task(task_index, inputs, outputs, settings, report=None):
     """Runs one task in this process (no workers): streams `inputs`, writes
     `outputs` (round-robin). Returns stats with `per_output`: the same records as
     that task within `create_pretraining_data`."""
-    vocab = VocabInfo(settings["vocab_file"])
+    vocab = vocab_info(settings["vocab_file"])
     stats = new_stats()
     per_output = _write_tasks([(task_index, inputs, outputs)], settings, vocab, 1, stats)
     out = {k: stats[k] for k in new_stats()}
@@ -1003,8 +561,6 @@ def run_task(task_index, inputs, outputs, settings, report=None):
 
 def expand_input_files(spec):
     """Comma list of paths/globs -> sorted existing files (order of the list kept)."""
-    import tensorflow as tf
-
     files = []
     for pattern in [p.strip() for p in (spec if isinstance(spec, (list, tuple)) else str(spec).split(","))]:
         if not pattern:
@@ -1040,9 +596,16 @@ def available_cpus():
 
 def make_settings(vocab_file, do_lower_case=True, max_seq_length=128, max_predictions_per_seq=20,
                   masked_lm_prob=0.15, dupe_factor=10, short_seq_prob=0.1, random_seed=12345,
-                  do_whole_word_mask=False, block_tokens=DEFAULT_BLOCK_TOKENS):
+                  do_whole_word_mask=False, block_tokens=DEFAULT_BLOCK_TOKENS, nsp=True,
+                  word_segmenter=None):
     """Checks Google's flags and returns the settings dict every stage uses
-    (the local tool and the Beam pipeline alike)."""
+    (the local tool and the Beam pipeline alike).
+
+    Beyond Google's: `nsp=False` writes one-segment instances for MLM without
+    next-sentence prediction (`pack_documents`: documents run on, cut into full
+    chunks; `next_sentence_labels` 0, `segment_ids` 0, so the records keep
+    Google's features); `word_segmenter` (`bert_tf.text.word_segmentation`)
+    makes whole-word masking group the characters of one segmenter word."""
     if max_seq_length < 5:
         raise ValueError(f"max_seq_length must be >= 5, got {max_seq_length}")
     if not 0 <= masked_lm_prob < 1:
@@ -1051,7 +614,16 @@ def make_settings(vocab_file, do_lower_case=True, max_seq_length=128, max_predic
         raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
     if dupe_factor < 1:
         raise ValueError(f"dupe_factor must be >= 1, got {dupe_factor}")
-    return dict(vocab_file=str(vocab_file), do_lower_case=bool(do_lower_case),
+    if word_segmenter:
+        if not do_whole_word_mask:
+            raise ValueError(f"word_segmenter={word_segmenter!r} only changes whole-word masking: "
+                             "add do_whole_word_mask")
+        if masked_lm_prob == 0:
+            raise ValueError("word_segmenter with masked_lm_prob=0: unmasked records cannot keep the segmenter's "
+                             "word boundaries; mask here, or mask dynamically from raw text (pretrain.py "
+                             "--input_format=text --word_segmenter=...)")
+        load_word_segmenter(word_segmenter)  # fails now, with the reason, if it cannot be loaded
+    return dict(nsp=bool(nsp), word_segmenter=word_segmenter or None, vocab_file=str(vocab_file), do_lower_case=bool(do_lower_case),
                 max_seq_length=int(max_seq_length),
                 max_predictions_per_seq=int(max_predictions_per_seq),
                 masked_lm_prob=float(masked_lm_prob), dupe_factor=int(dupe_factor),
@@ -1070,11 +642,12 @@ def summary_line(stats):
 def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case=True,
                             max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
                             dupe_factor=10, short_seq_prob=0.1, random_seed=12345,
-                            do_whole_word_mask=False, block_tokens=DEFAULT_BLOCK_TOKENS,
-                            num_workers=None, verbose=True, log=None, progress_seconds=10.0):
+                            do_whole_word_mask=False, block_tokens=DEFAULT_BLOCK_TOKENS, nsp=True,
+                            word_segmenter=None, num_workers=None, verbose=True, log=None, progress_seconds=10.0):
     """Writes pretraining TFRecords; returns total counts.
 
-    Args mirror Google's flags; `input_files`/`output_files` are lists (see
+    Args mirror Google's flags, plus `nsp` and `word_segmenter` (see
+    `make_settings`); `input_files`/`output_files` are lists (see
     `expand_input_files` / `output_file_names`). `masked_lm_prob=0` writes
     unmasked pair records (for `bert_tf.pretraining.masking` dynamic masking).
     `num_workers`: processes that make instances (default: the CPUs available
@@ -1090,8 +663,8 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     """
     settings = make_settings(vocab_file, do_lower_case, max_seq_length, max_predictions_per_seq,
                              masked_lm_prob, dupe_factor, short_seq_prob, random_seed,
-                             do_whole_word_mask, block_tokens)
-    vocab = VocabInfo(vocab_file)  # fail early with a clear message
+                             do_whole_word_mask, block_tokens, nsp, word_segmenter)
+    vocab = vocab_info(vocab_file)  # fail early with a clear message
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     input_files = list(input_files)
     output_files = list(output_files)

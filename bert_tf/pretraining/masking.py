@@ -10,8 +10,10 @@ fixed masks that `create_pretraining_data` writes. The rule is Google's
   as Python's `round`);
 * candidates are all real tokens except `[CLS]` and `[SEP]`, taken in uniformly
   random order; with whole-word masking a `##` piece joins the previous
-  candidate's group, and a group that would overflow `num_to_predict` is skipped
-  (later, smaller groups may still fit);
+  candidate's group (so does a piece marked in the optional `word_joins`
+  feature: the characters of one segmenter word, see
+  `bert_tf.text.word_segmentation`), and a group that would overflow
+  `num_to_predict` is skipped (later, smaller groups may still fit);
 * each chosen token becomes `[MASK]` with probability 0.8, stays 0.1, becomes a
   uniformly random vocab id 0.1;
 * `masked_lm_positions` are sorted, `masked_lm_ids` are the original ids,
@@ -117,8 +119,9 @@ class DynamicMasker:
                 "do_whole_word_mask": self.do_whole_word_mask, "seed": self.seed}
 
     # ----------------------------------------------------------------- core
-    def _choose(self, ids, real, seed):
-        """Bool [B, T]: the positions to predict."""
+    def _choose(self, ids, real, seed, joins=None):
+        """Bool [B, T]: the positions to predict. `joins` [B, T]: pieces that join
+        the previous piece's word as `##` pieces do (a word segmenter's words)."""
         batch = tf.shape(ids)[0]
         T = tf.shape(ids)[1]
         cand = real & tf.not_equal(ids, self.cls_id) & tf.not_equal(ids, self.sep_id)
@@ -135,6 +138,8 @@ class DynamicMasker:
             return cand & (rank < num[:, tf.newaxis])
         # Whole words: group = running count of group starts over candidates.
         cont = tf.gather(self._is_cont, ids)
+        if joins is not None:
+            cont = cont | (tf.cast(joins, tf.int32) > 0)
         seen_before = tf.cumsum(tf.cast(cand, tf.int32), axis=1, exclusive=True) > 0
         start = cand & tf.logical_not(cont & seen_before)
         group = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1  # [B, T]
@@ -168,7 +173,7 @@ class DynamicMasker:
         real = tf.cast(features["input_mask"], tf.int32) > 0
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
         seeds = tf.random.experimental.stateless_split(seed, 4)
-        chosen = self._choose(ids, real, seeds[0])
+        chosen = self._choose(ids, real, seeds[0], features.pop("word_joins", None))
         u1 = tf.random.stateless_uniform(tf.shape(ids), seeds[1])
         u2 = tf.random.stateless_uniform(tf.shape(ids), seeds[2])
         rand_ids = tf.random.stateless_uniform(tf.shape(ids), seeds[3], minval=0,
@@ -217,31 +222,40 @@ def unmask_features(features):
 
 
 def raw_text_pairs_dataset(input_files, vocab_file, do_lower_case=True, max_seq_length=128,
-                           short_seq_prob=0.1, seed=12345, block_tokens=None):
+                           short_seq_prob=0.1, seed=12345, block_tokens=None, nsp=True, word_segmenter=None):
     """Unbatched, unmasked next-sentence pairs from raw text, resampled every epoch.
 
     Yields dicts of int64 `input_ids`, `input_mask`, `segment_ids` `[max_seq_length]`
     and `next_sentence_labels` `[1]` -- the unmasked Google features. The pairs
     come from `bert_tf.pretraining.data` (Google's sampling, streamed in blocks),
-    with the epoch number folded into the seed; the dataset is infinite.
+    with the epoch number folded into the seed; the dataset is infinite. With
+    `nsp=False`: one-segment chunks packed to the full length across sentence
+    and document boundaries (no padding but the last chunk of a block), label 0.
+    With `word_segmenter`: also `word_joins` `[max_seq_length]` for
+    :class:`DynamicMasker`'s whole-word masking.
     """
     files = pd.expand_input_files(input_files)
     block = int(block_tokens or pd.DEFAULT_BLOCK_TOKENS)
     L = int(max_seq_length)
 
     def gen(epoch):
-        for ids, segs, is_random in pd.iter_pairs(
+        for ids, segs, is_random, joins in pd.iter_pairs(
                 files, vocab_file, do_lower_case=do_lower_case, max_seq_length=L,
                 short_seq_prob=short_seq_prob, random_seed=f"{seed}:epoch{int(epoch)}",
-                block_tokens=block):
+                block_tokens=block, nsp=nsp, word_segmenter=word_segmenter):
             n = len(ids)
-            yield {"input_ids": np.pad(np.asarray(ids, np.int64), (0, L - n)),
+            out = {"input_ids": np.pad(np.asarray(ids, np.int64), (0, L - n)),
                    "input_mask": np.pad(np.ones(n, np.int64), (0, L - n)),
                    "segment_ids": np.pad(np.asarray(segs, np.int64), (0, L - n)),
                    "next_sentence_labels": np.asarray([int(is_random)], np.int64)}
+            if word_segmenter:
+                out["word_joins"] = np.pad(np.asarray(joins, np.int64), (0, L - n))
+            yield out
 
     sig = {"input_ids": tf.TensorSpec([L], tf.int64), "input_mask": tf.TensorSpec([L], tf.int64),
            "segment_ids": tf.TensorSpec([L], tf.int64),
            "next_sentence_labels": tf.TensorSpec([1], tf.int64)}
+    if word_segmenter:
+        sig["word_joins"] = tf.TensorSpec([L], tf.int64)
     return tf.data.Dataset.counter().flat_map(
         lambda e: tf.data.Dataset.from_generator(gen, output_signature=sig, args=(e,)))

@@ -43,7 +43,7 @@ MAX_CHARS_PER_WORD = 200
 REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]")
 
 # CJK ideograph blocks that Google's tokenizer surrounds with spaces.
-_CJK_RANGES = (
+CJK_RANGES = (
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
     (0x20000, 0x2A6DF),
@@ -53,6 +53,14 @@ _CJK_RANGES = (
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
+
+
+def is_cjk_ideograph(char):
+    """True for a character of the CJK ideograph blocks (Google's `_is_chinese_char`)."""
+    cp = ord(char)
+    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+
+
 # ASCII characters Google treats as punctuation although some are symbols.
 _ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
 
@@ -162,7 +170,7 @@ def _regexes():
         "mn": "[" + c["Mn"] + "]",
         # Characters that become words of their own: CJK ideographs and punctuation.
         "split": "(["
-        + _ranges_to_class(_CJK_RANGES)
+        + _ranges_to_class(CJK_RANGES)
         + _ranges_to_class(_ASCII_PUNCT_RANGES)
         + c["P"]
         + "])",
