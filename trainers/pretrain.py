@@ -29,6 +29,20 @@ final export writes the weights and config (`export_tf1`) and says that
 `--dynamic_masking` draws fresh masks every batch: from Google-format records
 (their masks are undone first) or, with `--input_format=text`, straight from raw
 text (one sentence per line, blank line between documents).
+
+Recipes beyond Google's (each a flag; Google's stays the default):
+`--nonsp` trains the masked LM alone (no next-sentence head or loss); with
+`--input_format=text` the text is then packed into full-length one-segment
+chunks across sentence and document boundaries (no padding). `--masked_lm_prob`
+sets the dynamic masking rate (e.g. 0.4). `--train_time_budget=SECONDS` ends
+the run at a wall-clock deadline, the learning rate decaying linearly to zero
+there (`--num_train_steps` is then only a cap). `--word_segmenter=jieba` with
+`--do_whole_word_mask --input_format=text` masks Chinese words whole.
+
+    python trainers/pretrain.py --bert_config_file=bert_config.json --vocab_file=vocab.txt \
+      --input_files='corpus/*.txt' --input_format=text --dynamic_masking --nonsp \
+      --masked_lm_prob=0.4 --train_time_budget=3600 --num_train_steps=1000000 \
+      --num_warmup_steps=1000 --learning_rate=1e-3 --adam_bias_correction --model_dir=/tmp/crammed
 """
 
 import os
@@ -83,6 +97,14 @@ flags.DEFINE_bool("do_lower_case", True, "Uncased vocabulary (raw text input; ex
 flags.DEFINE_enum("input_format", "tfrecord", ["tfrecord", "text"], "Input file format.")
 flags.DEFINE_float("masked_lm_prob", 0.15, "Dynamic masking probability.")
 flags.DEFINE_bool("do_whole_word_mask", False, "Dynamic whole-word masking.")
+flags.DEFINE_string("word_segmenter", None,
+                    "With --do_whole_word_mask and --input_format=text: mask the characters of one segmenter word "
+                    "together (Chinese whole-word masking): 'jieba', or 'package.module:function'.")
+flags.DEFINE_bool("nsp", True, "Next-sentence prediction head and loss (Google). --nonsp: masked LM only; "
+                  "raw text (--input_format=text) is then packed into full-length one-segment chunks.")
+flags.DEFINE_float("train_time_budget", None,
+                   "Seconds of training: the learning rate decays linearly to 0 at this wall-clock deadline and "
+                   "the run stops there (resumed runs continue the same budget); --num_train_steps is a cap.")
 flags.DEFINE_integer("seed", 12345, "Seed of weight init, shuffling and dynamic masks.")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (LayerNorm and biases excluded).")
 flags.DEFINE_bool("adam_bias_correction", False,
@@ -96,6 +118,7 @@ def build_model(strategy):
 
     import bert_tf
     from bert_tf.training.optimization import create_optimizer
+    from bert_tf.training.time_budget import TimeBudget
     from bert_tf.pretraining.pretrainer import BertPretrainer
 
     vocab_file, lower_case, extra = FLAGS.vocab_file, FLAGS.do_lower_case, {}
@@ -118,7 +141,7 @@ def build_model(strategy):
                 raise ValueError("give --bert_config_file (or --init_checkpoint)")
             config = bert_tf.BertConfig.from_json_file(FLAGS.bert_config_file)
             encoder = bert_tf.BertEncoder(config)
-        model = BertPretrainer(encoder)
+        model = BertPretrainer(encoder, next_sentence=FLAGS.nsp)
         L, P = FLAGS.max_seq_length, FLAGS.max_predictions_per_seq
         model({"input_word_ids": np.zeros((1, L), "int32"), "input_mask": np.ones((1, L), "int32"),
                "input_type_ids": np.zeros((1, L), "int32"),
@@ -126,10 +149,11 @@ def build_model(strategy):
         if extra:
             loaded = model.load_head_weights(extra, source=FLAGS.init_checkpoint)
             logging.info("loaded pretraining heads from %s: %s", FLAGS.init_checkpoint, loaded)
+        budget = TimeBudget(FLAGS.train_time_budget) if FLAGS.train_time_budget else None
         optimizer = create_optimizer(FLAGS.optimizer, FLAGS.learning_rate, FLAGS.num_train_steps,
                                      FLAGS.num_warmup_steps, weight_decay=FLAGS.weight_decay,
-                                     bias_correction=FLAGS.adam_bias_correction)
-    return model, optimizer, config, vocab_file, lower_case
+                                     bias_correction=FLAGS.adam_bias_correction, time_budget=budget)
+    return model, optimizer, config, vocab_file, lower_case, budget
 
 
 def build_masker(config, vocab_file):
@@ -191,10 +215,14 @@ def main(argv):
             raise app.UsageError(f"--{name} is required")
     if FLAGS.input_format == "text" and not FLAGS.dynamic_masking:
         raise app.UsageError("--input_format=text needs --dynamic_masking")
+    if FLAGS.word_segmenter and not (FLAGS.do_whole_word_mask and FLAGS.input_format == "text"):
+        raise app.UsageError("--word_segmenter needs --do_whole_word_mask and --input_format=text (records keep no "
+                             "word boundaries; make static records with create_pretraining_data.py "
+                             "--word_segmenter instead)")
     distribute.configure_mixed_precision(FLAGS.mixed_precision)
     strategy = distribute.get_strategy(FLAGS.strategy, num_gpus=FLAGS.num_gpus, tpu=FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
-    model, optimizer, config, vocab_file, lower_case = build_model(strategy)
+    model, optimizer, config, vocab_file, lower_case, budget = build_model(strategy)
     if FLAGS.input_format == "text" and not vocab_file:
         raise app.UsageError("--input_format=text needs --vocab_file (raw text is tokenized)")
     masker = build_masker(config, vocab_file) if FLAGS.dynamic_masking else None
@@ -206,7 +234,7 @@ def main(argv):
             FLAGS.input_files, ctx.get_per_replica_batch_size(global_batch),
             FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, is_training=True, masker=masker,
             raw_text=raw_text, vocab_file=vocab_file, do_lower_case=lower_case, seed=FLAGS.seed,
-            input_context=ctx)
+            input_context=ctx, nsp=FLAGS.nsp, word_segmenter=FLAGS.word_segmenter)
 
     trainer = Trainer(
         model, optimizer, compute_loss, strategy=strategy, model_dir=FLAGS.model_dir,
@@ -216,7 +244,7 @@ def main(argv):
         gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
         jit_compile=FLAGS.jit_compile, global_batch_size=global_batch,
         # raw text comes through a Python generator, whose position cannot be saved
-        checkpoint_dataset_iterator=not raw_text)
+        checkpoint_dataset_iterator=not raw_text, time_budget=budget)
     result = trainer.train(train_dataset_fn=dataset_fn)
     if distribute.is_chief(strategy):
         out, tf1 = export(model, config, vocab_file, lower_case, FLAGS.model_dir)

@@ -173,12 +173,14 @@ class BertPretrainer(keras.Model):
       activation / layer_norm_eps / initializer_range: of the MLM transform;
         default from `encoder.config` (`hidden_act`, `layer_norm_eps`,
         `initializer_range`).
+      next_sentence: False for MLM only (RoBERTa and later recipes): no NSP
+        head, no `nsp_logits`, and :func:`pretraining_loss` is the MLM loss.
 
     See the module docstring for an example.
     """
 
     def __init__(self, encoder, activation=None, layer_norm_eps=None, initializer_range=None,
-                 **kwargs):
+                 next_sentence=True, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         config = encoder.config
@@ -188,9 +190,12 @@ class BertPretrainer(keras.Model):
         self.initializer_range = float(initializer_range or config.initializer_range)
         self.mlm_head = MaskedLMHead(vocab, hidden, self.activation, self.layer_norm_eps,
                                      self.initializer_range, name="predictions")
-        self.nsp_head = NextSentenceHead(hidden, self.initializer_range, name="seq_relationship")
+        self.next_sentence = bool(next_sentence)
         self.mlm_head.build()
-        self.nsp_head.build()
+        self.nsp_head = None
+        if self.next_sentence:
+            self.nsp_head = NextSentenceHead(hidden, self.initializer_range, name="seq_relationship")
+            self.nsp_head.build()
 
     @staticmethod
     def encoder_inputs(features):
@@ -208,15 +213,16 @@ class BertPretrainer(keras.Model):
         enc = self.encoder(self.encoder_inputs(inputs), training=training)
         seq, pooled = enc["sequence_output"], enc["pooled_output"]
         mlm = self.mlm_head(seq, inputs["masked_lm_positions"], self.encoder.embedding_table)
-        nsp = self.nsp_head(pooled)
-        return {"mlm_logits": ops.cast(mlm, "float32"), "nsp_logits": ops.cast(nsp, "float32"),
-                "sequence_output": seq, "pooled_output": pooled}
+        out = {"mlm_logits": ops.cast(mlm, "float32"), "sequence_output": seq, "pooled_output": pooled}
+        if self.nsp_head is not None:
+            out["nsp_logits"] = ops.cast(self.nsp_head(pooled), "float32")
+        return out
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder),
                 "activation": self.activation if isinstance(self.activation, str) else None,
                 "layer_norm_eps": self.layer_norm_eps, "initializer_range": self.initializer_range,
-                "name": self.name}
+                "next_sentence": self.next_sentence, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
@@ -226,15 +232,17 @@ class BertPretrainer(keras.Model):
 
     # ------------------------------------------------------------ weights
     def _head_variables(self):
-        return {
+        heads = {
             "cls/predictions/transform/dense/kernel": self.mlm_head.dense.kernel,
             "cls/predictions/transform/dense/bias": self.mlm_head.dense.bias,
             "cls/predictions/transform/LayerNorm/gamma": self.mlm_head.layer_norm.gamma,
             "cls/predictions/transform/LayerNorm/beta": self.mlm_head.layer_norm.beta,
             "cls/predictions/output_bias": self.mlm_head.output_bias,
-            "cls/seq_relationship/output_weights": self.nsp_head.output_weights,
-            "cls/seq_relationship/output_bias": self.nsp_head.output_bias,
         }
+        if self.nsp_head is not None:
+            heads["cls/seq_relationship/output_weights"] = self.nsp_head.output_weights
+            heads["cls/seq_relationship/output_bias"] = self.nsp_head.output_bias
+        return heads
 
     def head_weights(self):
         """Heads as `{google_name: np.ndarray}` (for `save_pretrained(extra_weights=...)`)."""
@@ -285,19 +293,23 @@ def pretraining_loss(labels, outputs):
 
     `labels`: `masked_lm_ids` `[B, P]`, `masked_lm_weights` `[B, P]`,
     `next_sentence_labels` `[B]` or `[B, 1]`. `outputs`: the model's dict.
-    Returns `(total_loss, {"mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"})`.
+    Returns `(total_loss, {"mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"})`;
+    for a model without the NSP head (`next_sentence=False`), the MLM loss and
+    `{"mlm_loss", "mlm_accuracy"}`.
     """
     mlm_logits = ops.cast(outputs["mlm_logits"], "float32")
-    nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
     ids = ops.cast(labels["masked_lm_ids"], "int32")
     w = ops.cast(labels["masked_lm_weights"], "float32")
-    nsl = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))
     nll = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)
     denom = ops.sum(w) + 1e-5
     mlm_loss = ops.sum(w * nll) / denom
-    nsp_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(nsl, nsp_logits, from_logits=True))
     mlm_acc = ops.sum(w * ops.cast(ops.equal(ops.cast(ops.argmax(mlm_logits, -1), "int32"), ids),
                                    "float32")) / denom
+    if "nsp_logits" not in outputs:
+        return mlm_loss, {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_acc}
+    nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
+    nsl = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))
+    nsp_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(nsl, nsp_logits, from_logits=True))
     nsp_acc = ops.mean(ops.cast(ops.equal(ops.cast(ops.argmax(nsp_logits, -1), "int32"), nsl),
                                 "float32"))
     return mlm_loss + nsp_loss, {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
@@ -318,7 +330,8 @@ def _to_int32(features):
 def pretraining_dataset(input_files, batch_size, max_seq_length=128, max_predictions_per_seq=20,
                         is_training=True, masker=None, raw_text=False, vocab_file=None,
                         do_lower_case=True, short_seq_prob=0.1, seed=12345,
-                        shuffle_buffer=1000, input_context=None, num_parallel_reads=None):
+                        shuffle_buffer=1000, input_context=None, num_parallel_reads=None, nsp=True,
+                        word_segmenter=None):
     """Batched feature dicts for :class:`BertPretrainer` / :func:`compute_loss`.
 
     Args:
@@ -334,6 +347,9 @@ def pretraining_dataset(input_files, batch_size, max_seq_length=128, max_predict
         remainder; evaluation reads once, in order.
       input_context: `tf.distribute.InputContext`: files are sharded per input
         pipeline when there are enough of them, else examples are.
+      nsp, word_segmenter: raw text only: `nsp=False` packs one-segment chunks
+        to the full length; `word_segmenter` groups its words for whole-word
+        masking (see `masking.raw_text_pairs_dataset`).
 
     Output dict (int32/float32): `input_ids`, `input_mask`, `segment_ids`,
     `masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`,
@@ -346,7 +362,8 @@ def pretraining_dataset(input_files, batch_size, max_seq_length=128, max_predict
         if masker is None or vocab_file is None:
             raise ValueError("raw text input needs dynamic masking (a masker) and a vocab_file")
         ds = masking.raw_text_pairs_dataset(files, vocab_file, do_lower_case, max_seq_length,
-                                            short_seq_prob, seed=f"{seed}:{pipe_id}")
+                                            short_seq_prob, seed=f"{seed}:{pipe_id}", nsp=nsp,
+                                            word_segmenter=word_segmenter)
         if n_pipes > 1:
             ds = ds.shard(n_pipes, pipe_id)
         if not is_training:

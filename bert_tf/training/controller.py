@@ -74,6 +74,9 @@ class Trainer:
       exit_on_preemption: raise ``SystemExit(0)`` after the SIGTERM checkpoint.
       handle_sigterm: install the SIGTERM handler during ``train()``.
       loop_end_fn: ``fn(trainer, step, logs)`` called after every loop (hooks).
+      time_budget: a :class:`bert_tf.training.time_budget.TimeBudget`: the run also
+        ends (with a checkpoint) when its seconds are used; the time used is
+        checkpointed, so a resumed run continues the same budget.
       print_fn: where progress lines go (default ``print``; chief only).
 
     A runnable example is in the :mod:`bert_tf.training` docstring.
@@ -91,7 +94,7 @@ class Trainer:
                  checkpoint_dataset_iterator: bool | str = "auto",
                  checkpoint_items: dict | None = None, exit_on_preemption: bool = True,
                  handle_sigterm: bool = True, loop_end_fn: Callable | None = None,
-                 print_fn: Callable[[str], Any] | None = None):
+                 print_fn: Callable[[str], Any] | None = None, time_budget=None):
         _check_arguments(model_dir, num_train_steps=num_train_steps,
                          steps_per_loop=steps_per_loop,
                          gradient_accumulation_steps=gradient_accumulation_steps)
@@ -114,6 +117,9 @@ class Trainer:
         self.checkpoint_dataset_iterator = (checkpoint_dataset_iterator == "auto"
                                             or bool(checkpoint_dataset_iterator))
         self.checkpoint_items = dict(checkpoint_items or {})
+        self.time_budget = time_budget
+        if time_budget is not None:
+            self.checkpoint_items["time_budget_used_seconds"] = time_budget.used
         self.exit_on_preemption, self.handle_sigterm = exit_on_preemption, handle_sigterm
         self.loop_end_fn = loop_end_fn
         self._print = print_fn or (lambda s: print(s, flush=True))
@@ -227,6 +233,8 @@ class Trainer:
                                     self.keep_checkpoint_max)
         restored = self.restore(iterator=self._checkpoints.run_iterator)
         step = int(self.global_step.numpy())
+        if self.time_budget is not None:
+            self.time_budget.start()
         if restored:
             self._checkpoints.restore_data_state(step)
             self._log(f"restored {restored} (global step {step})")
@@ -240,9 +248,18 @@ class Trainer:
                 target = min(target, (step // every + 1) * every)
         return target
 
+    def _finished(self, step: int) -> bool:
+        """At ``num_train_steps``, or past the time budget."""
+        return step >= self.num_train_steps or (self.time_budget is not None and self.time_budget.exhausted())
+
+    def _save(self) -> str:
+        if self.time_budget is not None:
+            self.time_budget.checkpoint()
+        return self._checkpoints.save()
+
     def _run_loops(self, loop_fn, iterator, meter, result: TrainResult):
         step = result.global_step
-        while step < self.num_train_steps:
+        while not self._finished(step):
             num_steps = self._next_boundary(step) - step
             out, seconds = self._step.run_loop(loop_fn, iterator, num_steps, step)
             step = int(self.global_step.numpy())
@@ -263,24 +280,26 @@ class Trainer:
 
     def _end_of_loop(self, step: int, logs: dict, result: TrainResult):
         """Evaluation, the scheduled checkpoint and the user's hook."""
-        last = step >= self.num_train_steps
+        last = self._finished(step)
+        if last and step < self.num_train_steps:
+            self._log(f"time budget of {self.time_budget.seconds:.0f} s used: stopping at global step {step}")
         if (self.eval_every_steps and step % self.eval_every_steps == 0) or (
                 last and self.eval_fn is not None):
             result.eval_metrics = self._evaluation.run(self, step)
             if result.eval_metrics is not None:
                 self.last_eval_metrics = result.eval_metrics
         if (self.save_checkpoints_steps and step % self.save_checkpoints_steps == 0) or last:
-            result.checkpoint = self._checkpoints.save()
+            result.checkpoint = self._save()
             self._log(f"saved checkpoint {result.checkpoint}")
         if self.loop_end_fn is not None:
             self.loop_end_fn(self, step, logs)
 
     def _stop_for_preemption(self, step: int, result: TrainResult) -> bool:
         """After SIGTERM on any worker: checkpoint this step and stop."""
-        if not self._preemption.requested_anywhere() or step >= self.num_train_steps:
+        if not self._preemption.requested_anywhere() or self._finished(step):
             return False
         if result.checkpoint is None or not result.checkpoint.endswith(f"ckpt-{step}"):
-            result.checkpoint = self._checkpoints.save()
+            result.checkpoint = self._save()
         self._log(f"preempted (SIGTERM): saved checkpoint {result.checkpoint} "
                   f"at global step {step}")
         result.preempted = True

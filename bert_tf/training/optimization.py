@@ -51,6 +51,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
+from bert_tf.training.time_budget import WallClockLinearDecay  # noqa: E402
+
 DEFAULT_EXCLUDE = ("LayerNorm", "layer_norm", "bias", r"(^|/)gamma$", r"(^|/)beta$")
 
 
@@ -317,7 +319,8 @@ def create_optimizer(name: str, learning_rate: float, num_train_steps: int,
                      num_warmup_steps: int = 0, weight_decay: float = 0.01,
                      beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-6,
                      bias_correction: bool = False, end_learning_rate: float = 0.0,
-                     exclude_from_weight_decay=None, decay_from_zero: bool = False):
+                     exclude_from_weight_decay=None, decay_from_zero: bool = False,
+                     time_budget=None):
     """Optimizer with the BERT schedule (linear warmup, linear decay to 0).
 
     Args:
@@ -331,6 +334,9 @@ def create_optimizer(name: str, learning_rate: float, num_train_steps: int,
         :data:`DEFAULT_EXCLUDE`).
       decay_from_zero: Google's exact schedule (the linear decay counts from step 0,
         the warmup overrides the first steps); default: decay starts after warmup.
+      time_budget: a :class:`bert_tf.training.time_budget.TimeBudget`: decay to 0
+        at its deadline instead of at ``num_train_steps``
+        (:class:`~bert_tf.training.time_budget.WallClockLinearDecay`).
 
     Clip gradients with ``Trainer(clip_norm=1.0)`` (the default), not on the optimizer.
 
@@ -345,9 +351,12 @@ def create_optimizer(name: str, learning_rate: float, num_train_steps: int,
         key = "adamw"
     if key not in OPTIMIZERS:
         raise ValueError(f"--optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
-    schedule = WarmupLinearDecay(learning_rate, num_train_steps, num_warmup_steps,
-                                 end_learning_rate=end_learning_rate,
-                                 decay_from_zero=decay_from_zero)
+    if time_budget is not None:
+        schedule = WallClockLinearDecay(learning_rate, num_warmup_steps, time_budget)
+    else:
+        schedule = WarmupLinearDecay(learning_rate, num_train_steps, num_warmup_steps,
+                                     end_learning_rate=end_learning_rate,
+                                     decay_from_zero=decay_from_zero)
     if key == "adamw":
         return AdamWeightDecay(schedule, weight_decay_rate=weight_decay, beta_1=beta_1,
                                beta_2=beta_2, epsilon=epsilon,
