@@ -110,6 +110,14 @@ class FinetuningTask:
     def metrics(self, examples, outputs):
         raise NotImplementedError
 
+    def tune_on_dev(self, model, evaluator):
+        """Decision settings fitted on dev predictions once the final weights are loaded (e.g. a multi-label
+        model's thresholds), stored in `model` so its saves and exports use them; returns them as {name: number}
+        for eval_results.json ({}: the task tunes nothing). `evaluator` has `examples(split)` and
+        `predict(split)`."""
+        del model, evaluator
+        return {}
+
     def aggregate_metrics(self, results):
         """Metrics of all splits together -> the reported dict (a hook for derived figures)."""
         return results

@@ -42,8 +42,11 @@ def _sort_by_length(features, labels):
 
 
 def bucketed_batches(columns, featurize, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
-                     input_context=None, shuffle_batches=True):
-    """Endless training batches `(features, labels)` over `columns` (see the module docstring)."""
+                     input_context=None, shuffle_batches=True, per_token_labels=True):
+    """Endless training batches `(features, labels)` over `columns` (see the module docstring).
+
+    `per_token_labels`: labels of rank 2 are per token (`[B, T]`, tagging) and are cut with the features; False
+    when they are per example (a multi-label `[B, C]` matrix), which must keep every column."""
     n = len(next(iter(columns.values())))
     if n == 0:
         raise ValueError("no training examples")
@@ -62,7 +65,8 @@ def bucketed_batches(columns, featurize, batch_size, seed=0, bucket_window=32, d
     ds = ds.map(featurize_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if window > 1:
         ds = ds.unbatch().batch(batch_size, drop_remainder=True)
-        ds = ds.map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        trim = _trim_batch if per_token_labels else lambda features, labels: (trim_to_longest(features), labels)
+        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
         if shuffle_batches:
             ds = ds.shuffle(window, seed=seed + 1, reshuffle_each_iteration=True)
     return ds.prefetch(tf.data.AUTOTUNE)

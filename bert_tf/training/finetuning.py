@@ -273,8 +273,8 @@ def write_eval_results(directory, results, merge=False):
     return path
 
 
-def _final_evaluation(task, evaluator, config, step, is_chief):
-    results = {k: float(v) for k, v in evaluator.evaluate(task.final_eval_splits).items()}
+def _final_evaluation(task, evaluator, config, step, is_chief, tuned):
+    results = {k: float(v) for k, v in {**tuned, **evaluator.evaluate(task.final_eval_splits)}.items()}
     if step is not None:
         results["global_step"] = int(step)
     if is_chief:
@@ -339,7 +339,10 @@ def run(task, config):
         _train(task, model, config, strategy, evaluator, exporter)
     step = _load_final_weights(model, config.model_dir, exporter, trained=config.do_train)
     is_chief = distribute.is_chief(strategy)
-    results = _final_evaluation(task, evaluator, config, step, is_chief) if config.do_eval else {}
+    tuned = task.tune_on_dev(model, evaluator)
+    if tuned and is_chief and not config.do_eval:
+        write_eval_results(config.model_dir, tuned, merge=True)
+    results = _final_evaluation(task, evaluator, config, step, is_chief, tuned) if config.do_eval else {}
     if config.do_predict:
         _write_predictions(task, evaluator, config, is_chief)
     if is_chief and (config.do_train or config.export_dir):

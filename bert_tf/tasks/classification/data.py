@@ -621,8 +621,17 @@ class TextTask(Task):
             path = self.split_path(split)
             if not os.path.isfile(path):
                 return False
-            self._labelled[split] = self.label_column in self._header(path, self._rows(path))
+            self._labelled[split] = self._has_label(path, self._header(path, self._rows(path)))
         return self._labelled[split]
+
+    def _has_label(self, path, header):
+        """Whether a file with this header carries labels (test files may omit them)."""
+        del path
+        return self.label_column in header
+
+    def _row_label(self, fields, header, stats, lineno, labels):
+        """The label of a row, or ``None`` after reporting it as malformed."""
+        return self._parse_label(fields[header.index(self.label_column)], stats, lineno, labels)
 
     def get_examples(self, split):
         path = self.split_path(split)
@@ -632,13 +641,12 @@ class TextTask(Task):
         stats = ReadStats(path)
         rows = self._rows(path)
         header = self._header(path, rows)
-        labelled = self.label_column in header
+        labelled = self._has_label(path, header)
         if not labelled and split != "test":
             raise ValueError(f"{path}:1: no label column {self.label_column!r} in the header {header}")
         self._labelled[split] = labelled
         ia = header.index(self.text_column)
         ib = header.index(self.text_b_column) if self.text_b_column else None
-        il = header.index(self.label_column) if labelled else None
         index_column = self.index_column or ("index" if "index" in header else None)
         if index_column is not None and index_column not in header:
             raise ValueError(f"{path}:1: no index column {index_column!r} in the header {header}")
@@ -661,7 +669,7 @@ class TextTask(Task):
                 continue
             label = None
             if labelled:
-                label = self._parse_label(fields[il], stats, lineno, labels)
+                label = self._row_label(fields, header, stats, lineno, labels)
                 if label is None:
                     continue
             index = fields[ii].strip() if ii is not None else str(row_number - 1)

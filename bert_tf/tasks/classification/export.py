@@ -100,7 +100,7 @@ def _classifier_warmup(model, texts):
 
 
 def export_classifier(model, export_base, version=None, task=None, pad_to_multiple_of=8, warmup_texts=None,
-                      overwrite=False):
+                      overwrite=False, extra_metadata=None):
     """Exports a `bert_tf.BertClassifier` for serving; returns the version dir.
 
     Everything about the task comes from the model itself: its preprocessor
@@ -114,6 +114,7 @@ def export_classifier(model, export_base, version=None, task=None, pad_to_multip
       pad_to_multiple_of: each request is padded to its longest row, rounded up to this.
       warmup_texts: texts for the warmup requests.
       overwrite: replace an existing version dir (atomically swapped).
+      extra_metadata: entries added to (or replacing) the metadata record (e.g. a multi-label model's thresholds).
     """
     if model.preprocessor is None:
         raise ValueError("export_classifier needs a BertClassifier with its preprocessor "
@@ -135,6 +136,7 @@ def export_classifier(model, export_base, version=None, task=None, pad_to_multip
         "lower_case": pre.lower_case,
         "dynamic_padding": True,
         "pad_to_multiple_of": pad_to_multiple_of,
+        **(extra_metadata or {}),
     }
     return export_signatures(export_base, endpoints, _classifier_warmup(model, texts), metadata, version=version,
                              overwrite=overwrite)

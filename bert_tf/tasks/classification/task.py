@@ -37,9 +37,10 @@ import numpy as np
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.classification import metrics as metrics_lib
 from bert_tf.tasks.classification.model import BertClassifier
-from bert_tf.tasks.base import FinetuningTask, data_dir_setting, in_example_order, strict_setting, token_id_predictor
+from bert_tf.tasks.classification.multi_label_task import THRESHOLD_CHOICES, MultiLabelTask
+from bert_tf.tasks.classification.text_task import TextDataTask
+from bert_tf.tasks.base import data_dir_setting, strict_setting
 from bert_tf.training.settings import ConfigError, setting
-from bert_tf.text.batches import bucketed_batches, ordered_batches
 
 
 @dataclasses.dataclass
@@ -53,9 +54,18 @@ class SentencePredictionConfig:
     label_column: str = setting("label", "tsv/csv: header name of the label column.")
     labels: list | None = setting(None, "tsv/csv: the label set in id order (default: detected from train).")
     regression: bool = setting(False, "tsv/csv: numeric label, one output, MSE loss.")
+    multi_label: bool = setting(False, "tsv/csv: each text has a set of labels (sigmoid per label, binary "
+                                       "cross-entropy, thresholds tuned on dev); see --label_separator, "
+                                       "--label_columns.")
+    label_separator: str = setting(",", "tsv/csv --multi_label: separates the labels inside --label_column.")
+    label_columns: list | None = setting(None, "tsv/csv --multi_label: one 0/1 column per label instead of "
+                                               "--label_column (the column names are the labels).")
+    threshold_tuning: str = setting("per_label", "--multi_label: the decision thresholds the model keeps after "
+                                                 "tuning on dev: one per label, one global, or none (0.5).",
+                                    choices=THRESHOLD_CHOICES)
 
 
-class SentencePredictionTask(FinetuningTask):
+class SentencePredictionTask(TextDataTask):
     """Fine-tunes a `BertClassifier` on a `bert_tf.tasks.classification.data` task (GLUE or tsv/csv data).
 
     Args:
@@ -72,6 +82,8 @@ class SentencePredictionTask(FinetuningTask):
         if not config.data_dir:
             raise ConfigError("--data_dir is required")
         name = glue.canonical_task_name(name)
+        if config.multi_label:
+            return MultiLabelTask.from_config(name, config)
         options = {}
         if name in ("tsv", "csv"):
             options = dict(text_column=config.text_column, text_b_column=config.text_b_column,
@@ -83,62 +95,12 @@ class SentencePredictionTask(FinetuningTask):
             raise ConfigError("--task=ax is GLUE's unlabelled diagnostic set: train on --task=mnli (whose "
                               "--do_predict also writes AX.tsv) or use --task=ax with --do_predict only")
 
-    def __init__(self, data, labels=None):
-        self.data = data
-        self.name = data.name
-        self.main_metric = data.main_metric
-        self._labels = labels
-        self._predictors = {}
-
-    # ------------------------------------------------------------ data
-    @property
-    def labels(self):
-        if self.data.is_regression:
-            return None
-        try:
-            return list(self.data.labels)
-        except FileNotFoundError:  # tsv/csv labels detected from a train file that is absent
-            if self._labels is None:
-                raise
-            return list(self._labels)
-
-    @property
-    def eval_splits(self):
-        return self.data.eval_splits
-
-    @property
-    def test_splits(self):
-        return self.data.test_splits
-
-    @property
-    def final_eval_splits(self):
-        """Dev splits, plus a labelled test file of a custom (tsv/csv) task as `test_*` metrics."""
-        splits = dict(self.eval_splits)
-        if self.name in ("tsv", "csv") and self.has_split("test") and self.data.split_has_labels("test"):
-            splits["test"] = "test_"
-        return splits
-
-    def has_split(self, split):
-        return self.data.has_split(split)
-
-    def examples(self, split):
-        return self.data.get_examples(split)
-
-    def split_has_labels(self, split):
-        return self.data.split_has_labels(split)
-
-    def _columns(self, examples):
-        """Examples -> NumPy columns `text_a` (+ `text_b`) and `label` (0 where unlabelled)."""
-        columns = {"text_a": np.array([e.text_a for e in examples], dtype=object)}
-        if self.data.is_pair:
-            columns["text_b"] = np.array([e.text_b or "" for e in examples], dtype=object)
+    def _label_column(self, examples):
         labelled = bool(examples) and examples[0].label is not None
         if self.data.is_regression:
-            columns["label"] = np.array([float(e.label) if labelled else 0.0 for e in examples], np.float32)
-        else:
-            ids = {label: i for i, label in enumerate(self.labels)}
-            columns["label"] = np.array([ids[e.label] if labelled else 0 for e in examples], np.int32)
-        return columns, labelled
+            return np.array([float(e.label) if labelled else 0.0 for e in examples], np.float32)
+        ids = {label: i for i, label in enumerate(self.labels)}
+        return np.array([ids[e.label] if labelled else 0 for e in examples], np.int32)
 
     # ----------------------------------------------------------- model
     def build_model(self, encoder, preprocessor, dropout_rate=None, saved_config=None):
@@ -157,29 +119,6 @@ class SentencePredictionTask(FinetuningTask):
         return model
 
     # ----------------------------------------------------------- steps
-    def _featurizer(self, preprocessor):
-        def featurize(batch):
-            texts = [batch["text_a"], batch["text_b"]] if "text_b" in batch else batch["text_a"]
-            return preprocessor(texts), batch["label"]
-
-        return featurize
-
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
-                            input_context=None, shuffle_batches=True):
-        columns, labelled = self._columns(examples)
-        if not labelled:
-            raise ValueError("training examples have no labels")
-        preprocessor = model.preprocessor.with_padding(dynamic_padding=dynamic_padding)
-        return bucketed_batches(columns, self._featurizer(preprocessor), batch_size, seed=seed,
-                                bucket_window=bucket_window, dynamic_padding=dynamic_padding,
-                                input_context=input_context, shuffle_batches=shuffle_batches)
-
-    def build_eval_dataset(self, model, examples, batch_size):
-        columns, _ = self._columns(examples)
-        lengths = [len(e.text_a) + len(e.text_b or "") for e in examples]
-        preprocessor = model.preprocessor.with_padding(dynamic_padding=True)
-        return ordered_batches(columns, self._featurizer(preprocessor), batch_size, lengths=lengths)
-
     def compute_loss(self, model, batch, training):
         features, labels = batch
         logits = model(features, training=training)
@@ -193,11 +132,7 @@ class SentencePredictionTask(FinetuningTask):
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"logits", "labels", "predictions"}` NumPy arrays in example order
         (`predictions`: class ids, or the regression value)."""
-        key = (id(model), id(strategy))
-        if key not in self._predictors:
-            self._predictors = {key: token_id_predictor(model, strategy)}
-        outputs = self._predictors[key](self.build_eval_dataset(model, examples, batch_size))
-        outputs = in_example_order(outputs, len(examples))
+        outputs = self.predict_logits(model, examples, batch_size, strategy)
         served = model.outputs_from_logits(outputs["logits"])
         outputs["predictions"] = np.asarray(served["predictions" if model.is_regression else "class_ids"])
         return outputs
@@ -229,14 +164,3 @@ class SentencePredictionTask(FinetuningTask):
         """GLUE submission file for `split` (`index`, `prediction` label strings) in `out_dir`."""
         return glue.write_submission(os.path.join(out_dir, self.test_splits[split]), examples,
                                      outputs["predictions"], self.data)
-
-    def representative_texts(self, n, seed=0, split="train"):
-        """`n` texts of `split` (pairs for pair tasks) in file order, a fixed random sample: int8 calibration."""
-        if not self.has_split(split):
-            raise FileNotFoundError(f"{self.name}: no {split} split to draw representative texts from (int8 "
-                                    "calibration); use another precision or give training data")
-        examples = self.examples(split)
-        keep = sorted(np.random.default_rng(seed).permutation(len(examples))[:int(n)].tolist())
-        if self.data.is_pair:
-            return [(examples[i].text_a, examples[i].text_b or "") for i in keep]
-        return [examples[i].text_a for i in keep]
