@@ -163,3 +163,24 @@ def test_google_records_need_no_vocabulary(work, tmp_path):
     assert sorted(os.listdir(tf1))[:1] == ["bert_config.json"] and not os.path.exists(os.path.join(tf1, "vocab.txt"))
     names = dict(tf.train.list_variables(os.path.join(tf1, "bert_model.ckpt")))
     assert "bert/embeddings/word_embeddings" in names and "cls/predictions/output_bias" in names
+
+
+def test_mlm_only_packed_text_to_a_time_budget(work, minilm_vocab, tmp_path):
+    """--nonsp --input_format=text (packed chunks) --train_time_budget: the run stops at the deadline with the
+    learning rate near zero, the export has no NSP head, and a rerun finds the budget spent."""
+    model_dir = str(tmp_path / "run")
+    cmd = _cmd(model_dir, "--dynamic_masking", "--input_format=text", "--nonsp", "--masked_lm_prob=0.3",
+               "--train_time_budget=8", "--save_checkpoints_steps=1000", steps=100000, inputs=work["raw"],
+               work=work, vocab=minilm_vocab)
+    cmd = [c for c in cmd if not c.startswith("--save_checkpoints_steps=2")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "time budget of 8 s used" in r.stdout and "nsp_accuracy" not in r.stdout, r.stdout[-2000:]
+    step = _steps(model_dir)[-1]
+    assert 2 <= step < 100000, r.stdout[-2000:]
+    last_lr = float(r.stdout.rsplit("lr ", 1)[1].split()[0].rstrip(","))
+    assert last_lr < 2e-4, r.stdout[-1000:]  # peak 1e-3, linear to 0 at the deadline
+    names = dict(tf.train.list_variables(os.path.join(model_dir, "export_tf1", "bert_model.ckpt")))
+    assert "cls/predictions/output_bias" in names and "cls/seq_relationship/output_weights" not in names
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert again.returncode == 0 and _steps(model_dir)[-1] == step, again.stdout[-2000:]

@@ -249,7 +249,8 @@ def main(argv):
     if distribute.is_chief(strategy):
         out, tf1 = export(model, config, vocab_file, lower_case, FLAGS.model_dir)
         exported = f"{out} and {tf1}" if out else tf1
-        print(f"final step {result.global_step} loss {result.loss:.4f} | exported {exported}", flush=True)
+        loss = "" if result.loss is None else f" loss {result.loss:.4f}"  # None: nothing was left to train
+        print(f"final step {result.global_step}{loss} | exported {exported}", flush=True)
 
 
 if __name__ == "__main__":

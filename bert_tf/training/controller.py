@@ -208,9 +208,10 @@ class Trainer:
         with tf.device("/cpu:0"):
             iterator = iter(data.dataset)
         result = self._resume(data.dataset, iterator)
-        if result.global_step >= self.num_train_steps:
-            self._log(f"global step {result.global_step} >= num_train_steps "
-                      f"{self.num_train_steps}: nothing to train")
+        if self._finished(result.global_step):
+            why = (f">= num_train_steps {self.num_train_steps}" if result.global_step >= self.num_train_steps
+                   else f": the time budget of {self.time_budget.seconds:.0f} s is used")
+            self._log(f"global step {result.global_step} {why}: nothing to train")
             return result
         loop_fn = self._step.loop(data.split)
         examples = (self.global_batch_size * self.gradient_accumulation_steps
