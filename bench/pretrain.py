@@ -4,11 +4,16 @@ In one run, on the real pretraining corpus (fixtures.datasets: news + Wikipedia)
   1. create_pretraining_data instances/s (Google's rules, our streaming tool);
   2. the input pipeline alone (pretraining_dataset over those records) in
      examples/s, against what the training step consumes (target >= 10x);
-  3. one training step, examples/s: our BertPretrainer (MLM + NSP, tied output
-     embedding) against keras-hub BertMaskedLM at the same size, same batch,
-     same optimizer (keras AdamW), both as a tf.function, timed interleaved.
+  3. one training step, examples/s and model FLOPs utilisation (MFU: model
+     FLOPs per example from bert_tf.training.flops, over this machine's
+     measured matmul peak): our BertPretrainer MLM-only (what
+     `pretrain.py --nonsp` trains: MLM head on the masked positions only, tied
+     output embedding) and with NSP (Google's recipe), against keras-hub
+     BertMaskedLM (also MLM on the masked positions) at the same size, batch and
+     sequence length, same optimizer (keras AdamW), each step one tf.function
+     (`--jit`: XLA-compiled, both sides), timed interleaved.
 
-Usage: python bench/pretrain.py [--size mini|minilm] [--batch 32] [--steps 10]
+Usage: python bench/pretrain.py [--size mini|minilm] [--batch 32] [--steps 10] [--jit]
 """
 
 import argparse
@@ -22,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 SIZES = {  # layers, hidden, heads, intermediate
@@ -40,11 +44,13 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--documents", type=int, default=150)
+    parser.add_argument("--jit", action="store_true", help="XLA-compile every training step (both sides)")
     args = parser.parse_args()
 
     import keras_hub
 
     from bert_tf import BertConfig, BertEncoder
+    from bert_tf.training.flops import bert_training_flops_per_example, measure_peak_flops
     from fixtures import datasets
     from bert_tf.pretraining.pretrainer import BertPretrainer, compute_loss, pretraining_dataset
     from bert_tf.pretraining.data import create_pretraining_data
@@ -82,17 +88,23 @@ def main():
                      intermediate_size=inter, max_position_embeddings=512, type_vocab_size=2)
     batch = next(it)
 
-    ours = BertPretrainer(BertEncoder(cfg))
-    ours(batch)
-    opt_ours = keras.optimizers.AdamW(1e-4)
+    def our_step(next_sentence):
+        model = BertPretrainer(BertEncoder(cfg), next_sentence=next_sentence)
+        model(batch)
+        opt = keras.optimizers.AdamW(1e-4)
 
-    @tf.function
-    def step_ours(b):
-        with tf.GradientTape() as tape:
-            loss, _ = compute_loss(ours, b, True)
-        grads = tape.gradient(loss, ours.trainable_variables)
-        opt_ours.apply_gradients(zip(grads, ours.trainable_variables))
-        return loss
+        @tf.function(jit_compile=args.jit)
+        def step(b):
+            with tf.GradientTape() as tape:
+                loss, _ = compute_loss(model, b, True)
+            grads = tape.gradient(loss, model.trainable_variables)  # MLM only: the pooler's are None (skipped)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return step
+
+    step_ours = our_step(False)
+    step_ours_nsp = our_step(True)
 
     backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=layers, num_heads=heads,
                                              hidden_dim=hidden, intermediate_dim=inter, max_sequence_length=512)
@@ -102,7 +114,7 @@ def main():
     kh(kh_inputs)
     opt_kh = keras.optimizers.AdamW(1e-4)
 
-    @tf.function
+    @tf.function(jit_compile=args.jit)
     def step_kh(x, ids, w):
         with tf.GradientTape() as tape:
             logits = kh(x, training=True)
@@ -112,9 +124,11 @@ def main():
         opt_kh.apply_gradients(zip(grads, kh.trainable_variables))
         return loss
 
+    ours_name, kh_name = "bert_tf BertPretrainer (MLM only)", "keras-hub BertMaskedLM (MLM)"
     runs = {
-        "bert_tf BertPretrainer (MLM+NSP)": lambda: step_ours(batch),
-        "keras-hub BertMaskedLM (MLM)": lambda: step_kh(kh_inputs, batch["masked_lm_ids"], batch["masked_lm_weights"]),
+        ours_name: lambda: step_ours(batch),
+        "bert_tf BertPretrainer (MLM+NSP)": lambda: step_ours_nsp(batch),
+        kh_name: lambda: step_kh(kh_inputs, batch["masked_lm_ids"], batch["masked_lm_weights"]),
     }
     for fn in runs.values():
         fn()  # trace
@@ -125,12 +139,16 @@ def main():
             for _ in range(args.steps):
                 float(fn())
             best[name] = min(best[name], (time.perf_counter() - t) / args.steps)
+    peak = measure_peak_flops("float32")
     print(f"\ntraining step, size {args.size} (L{layers} H{hidden}), batch {args.batch}, seq {args.seq}, "
-          f"{args.preds} predictions")
+          f"{args.preds} predictions, XLA {'on' if args.jit else 'off'}; measured float32 matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s")
     for name, sec in best.items():
-        print(f"  {name:36s} {args.batch / sec:8.1f} examples/s")
-    ours_rate = args.batch / best["bert_tf BertPretrainer (MLM+NSP)"]
-    print(f"  ratio ours/keras-hub = {best['keras-hub BertMaskedLM (MLM)'] / best['bert_tf BertPretrainer (MLM+NSP)']:.2f}x")
+        flops = bert_training_flops_per_example(cfg, args.seq, args.preds, next_sentence="NSP" in name)
+        rate = args.batch / sec
+        print(f"  {name:36s} {rate:8.1f} examples/s  MFU {100 * rate * flops / peak:5.1f}%")
+    ours_rate = args.batch / best[ours_name]
+    print(f"  ratio ours (MLM only) / keras-hub = {best[kh_name] / best[ours_name]:.2f}x (target >= 1.2x)")
     print(f"\ninput pipeline alone: {pipe_rate:.0f} examples/s = {pipe_rate / ours_rate:.1f}x what the "
           f"training step consumes (target >= 10x)")
 

@@ -102,6 +102,9 @@ flags.DEFINE_string("word_segmenter", None,
                     "together (Chinese whole-word masking): 'jieba', or 'package.module:function'.")
 flags.DEFINE_bool("nsp", True, "Next-sentence prediction head and loss (Google). --nonsp: masked LM only; "
                   "raw text (--input_format=text) is then packed into full-length one-segment chunks.")
+flags.DEFINE_float("peak_tflops", None,
+                   "Peak TFLOP/s of one device for the MFU (model FLOPs utilisation) in the progress lines; default: "
+                   "measured at start with a large matmul in the training precision (GPU/CPU); 0 = no MFU.")
 flags.DEFINE_float("train_time_budget", None,
                    "Seconds of training: the learning rate decays linearly to 0 at this wall-clock deadline and "
                    "the run stops there (resumed runs continue the same budget); --num_train_steps is a cap.")
@@ -180,6 +183,27 @@ def build_masker(config, vocab_file):
     return DynamicMasker(config.vocab_size, FLAGS.mask_token_id, FLAGS.cls_token_id, FLAGS.sep_token_id, **common)
 
 
+def mfu_inputs(config, strategy):
+    """(model FLOPs per example, peak FLOP/s of all replicas) for the progress line's MFU, or (None, None)."""
+    from bert_tf.training import flops
+
+    if FLAGS.peak_tflops == 0:
+        return None, None
+    per_example = flops.bert_training_flops_per_example(config, FLAGS.max_seq_length,
+                                                        FLAGS.max_predictions_per_seq, FLAGS.nsp)
+    if FLAGS.peak_tflops:
+        peak = FLAGS.peak_tflops * 1e12
+    elif FLAGS.strategy in ("one_device", "mirrored"):
+        dtype = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(FLAGS.mixed_precision, "float32")
+        peak = flops.measure_peak_flops(dtype)
+        print(f"MFU: {per_example / 1e9:.2f} GFLOPs per example; measured {dtype} matmul peak "
+              f"{peak / 1e12:.3f} TFLOP/s per device (--peak_tflops to set it)", flush=True)
+    else:
+        print("MFU: give --peak_tflops (per device) to see it with --strategy=" + FLAGS.strategy, flush=True)
+        return None, None
+    return per_example, peak * strategy.num_replicas_in_sync
+
+
 def export(model, config, vocab_file, lower_case, model_dir):
     """save_pretrained + Google TF1 checkpoint of the encoder and heads. Without
     a vocabulary: the TF1 checkpoint and config only (weights), and a note."""
@@ -236,6 +260,7 @@ def main(argv):
             raw_text=raw_text, vocab_file=vocab_file, do_lower_case=lower_case, seed=FLAGS.seed,
             input_context=ctx, nsp=FLAGS.nsp, word_segmenter=FLAGS.word_segmenter)
 
+    flops, peak = mfu_inputs(config, strategy)
     trainer = Trainer(
         model, optimizer, compute_loss, strategy=strategy, model_dir=FLAGS.model_dir,
         num_train_steps=FLAGS.num_train_steps, steps_per_loop=FLAGS.steps_per_loop,
@@ -244,7 +269,7 @@ def main(argv):
         gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
         jit_compile=FLAGS.jit_compile, global_batch_size=global_batch,
         # raw text comes through a Python generator, whose position cannot be saved
-        checkpoint_dataset_iterator=not raw_text, time_budget=budget)
+        checkpoint_dataset_iterator=not raw_text, time_budget=budget, flops_per_example=flops, peak_flops=peak)
     result = trainer.train(train_dataset_fn=dataset_fn)
     if distribute.is_chief(strategy):
         out, tf1 = export(model, config, vocab_file, lower_case, FLAGS.model_dir)

@@ -74,6 +74,9 @@ class Trainer:
       exit_on_preemption: raise ``SystemExit(0)`` after the SIGTERM checkpoint.
       handle_sigterm: install the SIGTERM handler during ``train()``.
       loop_end_fn: ``fn(trainer, step, logs)`` called after every loop (hooks).
+      flops_per_example, peak_flops: model FLOPs of one training example and the
+        device's peak FLOP/s (:mod:`bert_tf.training.flops`): progress lines and
+        summaries then show model FLOPs utilisation (MFU).
       time_budget: a :class:`bert_tf.training.time_budget.TimeBudget`: the run also
         ends (with a checkpoint) when its seconds are used; the time used is
         checkpointed, so a resumed run continues the same budget.
@@ -94,7 +97,8 @@ class Trainer:
                  checkpoint_dataset_iterator: bool | str = "auto",
                  checkpoint_items: dict | None = None, exit_on_preemption: bool = True,
                  handle_sigterm: bool = True, loop_end_fn: Callable | None = None,
-                 print_fn: Callable[[str], Any] | None = None, time_budget=None):
+                 print_fn: Callable[[str], Any] | None = None, time_budget=None,
+                 flops_per_example: float | None = None, peak_flops: float | None = None):
         _check_arguments(model_dir, num_train_steps=num_train_steps,
                          steps_per_loop=steps_per_loop,
                          gradient_accumulation_steps=gradient_accumulation_steps)
@@ -118,6 +122,7 @@ class Trainer:
                                             or bool(checkpoint_dataset_iterator))
         self.checkpoint_items = dict(checkpoint_items or {})
         self.time_budget = time_budget
+        self.flops_per_example, self.peak_flops = flops_per_example, peak_flops
         if time_budget is not None:
             self.checkpoint_items["time_budget_used_seconds"] = time_budget.used
         self.exit_on_preemption, self.handle_sigterm = exit_on_preemption, handle_sigterm
@@ -216,8 +221,8 @@ class Trainer:
         loop_fn = self._step.loop(data.split)
         examples = (self.global_batch_size * self.gradient_accumulation_steps
                     if self.global_batch_size else None)
-        meter = progress.ProgressMeter(self.num_train_steps, examples,
-                                       self.write_summaries, self._log)
+        meter = progress.ProgressMeter(self.num_train_steps, examples, self.write_summaries, self._log,
+                                       self.flops_per_example, self.peak_flops)
         self._preemption.handle_sigterm = self.handle_sigterm
         try:
             with self._preemption:

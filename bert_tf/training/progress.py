@@ -100,12 +100,17 @@ class ProgressMeter:
         (``None``: no examples/s figure).
       write_summaries: ``fn(name, scalars, step)``; the scalars go to ``"train"``.
       log: prints the progress line.
+      flops_per_example, peak_flops: with both, the line and the summaries show
+        model FLOPs utilisation, ``examples/s * flops_per_example / peak_flops``
+        (see :mod:`bert_tf.training.flops`).
     """
 
     def __init__(self, num_train_steps: int, examples_per_step: int | None,
-                 write_summaries: Callable, log: Callable[[str], None]):
+                 write_summaries: Callable, log: Callable[[str], None],
+                 flops_per_example: float | None = None, peak_flops: float | None = None):
         self.num_train_steps = num_train_steps
         self.examples_per_step = examples_per_step
+        self.flops_per_example, self.peak_flops = flops_per_example, peak_flops
         self._write_summaries = write_summaries
         self._log = log
         self._rate_start = None  # (step, time) at the end of the first loop
@@ -130,6 +135,8 @@ class ProgressMeter:
         logs["steps_per_second"] = steps_done / seconds
         if self.examples_per_step:
             logs["examples_per_second"] = steps_done * self.examples_per_step / seconds
+            if self.flops_per_example and self.peak_flops:
+                logs["mfu"] = logs["examples_per_second"] * self.flops_per_example / self.peak_flops
         if loss_scale is not None:
             logs["loss_scale"] = loss_scale
         return logs
@@ -153,6 +160,8 @@ class ProgressMeter:
         parts.append(f"grad_norm {logs['grad_norm']:.3g}")
         if "examples_per_second" in logs:
             parts.append(f"{logs['examples_per_second']:.1f} examples/s")
+        if "mfu" in logs:
+            parts.append(f"MFU {100 * logs['mfu']:.1f}%")
         parts.append(f"{logs['steps_per_second']:.2f} steps/s")
         if "loss_scale" in logs:
             parts.append(f"loss_scale {logs['loss_scale']:g}")
