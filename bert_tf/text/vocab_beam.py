@@ -1,6 +1,6 @@
 """Word counts for a vocabulary at corpus scale, on Apache Beam; the learning runs on the counts.
 
-    files (globs matched as the local tool matches them)
+    files (globs matched by the local tool's `expand_input_files`)
       -> Reshuffle (spread files over workers)
       -> ParDo: count one file's words (`vocab_learning.count_file`: the tokenizer's normalisation and word
          split, non-UTF-8 lines skipped and logged as file:line) -> (word, n) pairs
@@ -30,7 +30,6 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from bert_tf.pretraining.beam import match_input_files
 from bert_tf.text import vocab_learning
 
 NAMESPACE = "bert_tf.text.vocab"
@@ -110,7 +109,7 @@ def counters(result):
 
 def count_words(input_spec, output_dir, do_lower_case, max_word_chars, pipeline_args, log=print):
     """Runs the counting pipeline with `pipeline_args` (--runner, ...) and waits -> (Counter, stats)."""
-    inputs = match_input_files(input_spec)
+    inputs = vocab_learning.expand_input_files(input_spec)
     log(f"counting words (Beam) in {len(inputs)} file(s) -> {output_dir}, options {list(pipeline_args)}")
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build_pipeline(pipeline, inputs, output_dir, do_lower_case, max_word_chars)

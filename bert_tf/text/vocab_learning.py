@@ -17,11 +17,13 @@ this layout with `num_unused=99`: `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]
     learned pieces, most frequent first (words and `##` continuations; every kept character also as `##c`)
     kept characters the learner left out (seen only in words longer than `max_piece_chars`), as `c` and `##c`
 
-Words longer than `max_word_chars` characters are not counted (the tokenizer makes them `[UNK]`). Words with a
-character seen fewer than `min_char_count` times are left out of learning (they become `[UNK]`). Lines that
-are not UTF-8 are skipped and reported by file:line. A corpus whose pieces cannot fill `vocab_size` at the
-lowest frequency threshold `min_token_count` gives a smaller vocabulary, reported as such
-(`LearnedVocab.too_small`).
+The learner (tf-text's algorithm: pieces seen at least T times, re-counted over 4 rounds) runs at the
+frequency threshold T whose vocabulary is at most 5% over `vocab_size`, then its least frequent pieces are
+dropped, so the file has exactly `vocab_size` lines. Words longer than `max_word_chars` characters are not
+counted (the tokenizer makes them `[UNK]`). Words with a character seen fewer than `min_char_count` times are
+left out of learning (they become `[UNK]`). Lines that are not UTF-8 are skipped and reported by file:line. A
+corpus whose pieces cannot fill `vocab_size` at the lowest threshold `min_token_count` gives a smaller
+vocabulary, reported as such (`LearnedVocab.too_small`).
 
 Counting runs in this process for one file or `num_workers=1`, else in worker processes, one file at a time;
 `bert_tf.text.vocab_beam` counts on Apache Beam with the same code, so both give the same counts and the same
@@ -48,7 +50,7 @@ SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 JOINER = "##"
 LINES_PER_BATCH = 4096
 MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
-# The learner's result may fall this far short of `vocab_size` (its `slack_ratio`).
+# The learner's result may exceed `vocab_size` this much before its least frequent pieces are dropped.
 SLACK_RATIO = 0.05
 # The smallest vocabulary the tokenizer layer accepts: the special tokens and one piece (tf-text needs one).
 _SPLITTER_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a")
@@ -267,6 +269,7 @@ def learn_vocab(word_counts, config, log=print):
 
 def _learn_at(words, threshold, config, reserved, num_chars):
     """tensorflow-text's learner at one frequency threshold (its binary search pinned to it)."""
+    # vocab_size and slack_ratio only steer tf-text's own threshold search, which is pinned here.
     return learner_lib.learn(words, config.vocab_size, reserved, upper_thresh=threshold, lower_thresh=threshold,
                              num_iterations=4, max_input_tokens=-1, max_token_length=config.max_piece_chars,
                              max_unique_chars=num_chars, slack_ratio=SLACK_RATIO, include_joiner_token=True,
@@ -293,15 +296,16 @@ def _next_threshold(probes, target, lo, hi):
 
 
 def _search_threshold(words, config, reserved, num_chars, log):
-    """The learner's vocabulary at the threshold whose size lands in [vocab_size * (1 - slack), vocab_size]
-    -> (tokens, threshold, too_small). tf-text's own search bisects the whole count range (~15 learner runs on
-    a few MB); interpolating takes a handful."""
-    upper = config.vocab_size
-    lower = math.floor(upper * (1 - SLACK_RATIO))
+    """The learner's vocabulary at a threshold whose size lands in [vocab_size, vocab_size * (1 + slack)]
+    (the least frequent pieces are dropped later to fit exactly) -> (tokens, threshold, too_small).
+    tf-text's own search bisects the whole count range (~15 learner runs on a few MB); interpolating takes
+    a handful. Sizes jump between adjacent thresholds on small corpora: then the larger one is taken."""
+    lower = config.vocab_size
+    upper = math.floor(lower * (1 + SLACK_RATIO))
     lo, hi = config.min_token_count, max(config.min_token_count, max(n for _, n in words))
     # First guess: the count of the vocab_size-th most frequent word.
     by_count = sorted((n for _, n in words), reverse=True)
-    threshold = min(max(by_count[min(upper, len(by_count)) - 1], lo), hi)
+    threshold = min(max(by_count[min(lower, len(by_count)) - 1], lo), hi)
     probes, results = {}, {}
     while True:
         start = time.time()
@@ -317,16 +321,15 @@ def _search_threshold(words, config, reserved, num_chars, log):
         if lo > hi:
             break
         threshold = _next_threshold(probes, (lower + upper) / 2, lo, hi)
-    # No threshold lands in the range: the largest vocabulary that fits.
-    fitting = [t for t, n in probes.items() if n <= upper]
-    best = min(fitting) if fitting else max(probes)
-    too_small = probes[best] < lower and best == config.min_token_count
-    return results[best], best, too_small
+    # No threshold lands in the range: the smallest vocabulary above it, else (too small) the largest below.
+    above = [t for t, n in probes.items() if n >= lower]
+    best = max(above) if above else min(probes)
+    return results[best], best, not above
 
 
 def _with_all_characters(tokens, kept_chars, reserved, vocab_size):
     """Adds every kept character (as c and ##c) the learner left out, dropping the least frequent learned
-    pieces to stay within `vocab_size` (never a reserved token or a character)."""
+    pieces to fit `vocab_size` (never a reserved token or a character)."""
     present = set(tokens)
     missing = [t for c in kept_chars for t in (c, JOINER + c) if t not in present]
     excess = len(tokens) + len(missing) - vocab_size
