@@ -169,6 +169,11 @@ def test_segmenter_errors(minilm_vocab, tmp_path):
         load_word_segmenter("os.path:no_such_function")
     with pytest.raises(WordSegmenterError, match="not the text"):
         word_spans("今天天气", lambda text: ["明天", "天气"])
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"\n\n\x07\n")
+    with pytest.raises(ValueError, match="no instances made from 1 input file"):
+        pdata.create_pretraining_data([str(empty)], [str(tmp_path / "e.tfrecord")], minilm_vocab, num_workers=1,
+                                      verbose=False)
     with pytest.raises(ValueError, match="add do_whole_word_mask"):
         pdata.make_settings(minilm_vocab, word_segmenter="jieba")
     with pytest.raises(ValueError, match="unmasked records cannot keep"):

@@ -223,4 +223,7 @@ def run(input_spec, output_prefix, num_output_shards, settings, pipeline_args, l
         f"instances={out['instances']} masked={out['masked']} "
         f"skipped_non_utf8_lines={out['skipped_non_utf8_lines']} "
         f"skipped_empty_lines={out['skipped_empty_lines']}")
+    if not out["instances"]:
+        raise ValueError(f"no instances made from {len(inputs)} input file(s): the input needs text, one sentence "
+                         f"per line, a blank line between documents, and wordpieces in {settings['vocab_file']}")
     return out

@@ -697,6 +697,10 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     per_output = _write_tasks([(t, ins, outs) for t, (ins, outs) in enumerate(tasks)], settings, vocab,
                               workers, stats, on_block=on_block)
     seconds = time.time() - start
+    if not stats["instances"]:
+        raise ValueError(f"no instances made from {len(input_files)} input file(s) ({summary_line(stats)}): the "
+                         "input needs text, one sentence per line, a blank line between documents, and wordpieces "
+                         f"in {vocab_file}")
     out = {k: stats[k] for k in new_stats()}
     out["per_output"] = per_output
     out["seconds"] = seconds
