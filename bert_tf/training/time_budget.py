@@ -1,9 +1,10 @@
 """Training to a wall-clock budget (`--train_time_budget`): the learning rate decays linearly to zero at the
 deadline and the run stops there, as the "Cramming" recipe does, instead of after a fixed number of steps.
 
-`TimeBudget` counts the seconds spent in training steps. The count is a checkpointed variable: a run that is
-killed and restarted resumes with the time it had already used (time between runs, start-up and restoring do
-not count). `WallClockLinearDecay` reads the budget inside the training step (`tf.timestamp()`), so the rate
+`TimeBudget` counts the seconds from the start of training (after the checkpoint is restored; the first loop's
+tracing counts, as it does on any real run). The count is a checkpointed variable: a run that is killed and
+restarted resumes with the time it had used up to its last checkpoint (time between runs, start-up and
+restoring do not count). `WallClockLinearDecay` reads the budget inside the training step (`tf.timestamp()`), so the rate
 falls smoothly within a loop of `steps_per_loop` steps, not in stairs.
 
 >>> budget = TimeBudget(3600.0)
