@@ -52,6 +52,8 @@ LINES_PER_BATCH = 4096
 MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
 # The learner's result may exceed `vocab_size` this much before its least frequent pieces are dropped.
 SLACK_RATIO = 0.05
+# Below this corpus size counting stays in this process: a worker's start-up (TensorFlow) costs seconds.
+PARALLEL_MIN_BYTES = 64 << 20
 # The smallest vocabulary the tokenizer layer accepts: the special tokens and one piece (tf-text needs one).
 _SPLITTER_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a")
 
@@ -66,7 +68,7 @@ class VocabConfig:
     do_lower_case: bool = setting(True, "Lower-case and strip accents (uncased model), as the tokenizer will.")
     num_unused: int = setting(99, "[unused0..N-1] placeholders after [PAD] (99: Google's ids 100-103 for "
                                   "[UNK] [CLS] [SEP] [MASK]).")
-    min_char_count: int = setting(2, "Keep every character seen at least this many times (as c and ##c); "
+    min_char_count: int = setting(1, "Keep every character seen at least this many times (as c and ##c); "
                                      "words with rarer characters are not learned from.")
     max_word_chars: int = setting(MAX_CHARS_PER_WORD, "Words longer than this (characters) are not counted; "
                                                       f"at most {MAX_CHARS_PER_WORD}, the tokenizer's limit.")
@@ -74,7 +76,8 @@ class VocabConfig:
     min_token_count: int = setting(2, "Lowest frequency threshold the learner may use: a corpus that cannot "
                                       "fill --vocab_size with pieces seen this often gives a smaller vocab.")
     num_workers: int | None = setting(None, "Processes counting words, one file at a time (default: the CPUs "
-                                            "available, at most one per file; 1 = in this process).")
+                                            "available, at most one per file, for a corpus of "
+                                            f"{PARALLEL_MIN_BYTES >> 20} MiB or more; 1 = in this process).")
 
     def check(self):
         """Raises `ConfigError` for settings that cannot work."""
@@ -194,7 +197,8 @@ def expand_input_files(spec):
 def count_files(files, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD, num_workers=None, log=print):
     """Word counts of all `files` -> (Counter, stats), counted in parallel processes over files."""
     if num_workers is None:
-        num_workers = len(os.sched_getaffinity(0))
+        small = sum(tf.io.gfile.stat(p).length for p in files) < PARALLEL_MIN_BYTES
+        num_workers = 1 if small else len(os.sched_getaffinity(0))
     num_workers = max(1, min(int(num_workers), len(files)))
     counts, stats = collections.Counter(), new_stats()
 
