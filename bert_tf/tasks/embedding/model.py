@@ -95,17 +95,15 @@ def sentence_transformers_settings(model_dir):
     if not os.path.isfile(modules_path):
         return None
     modules = _read_json(modules_path)
-    pooling, dimension = "cls", None
     types = [m.get("type") for m in modules]
-    for i, module in enumerate(modules):
-        kind = module.get("type")
+    for i, kind in enumerate(types):
         if kind not in _ST_MODULES:
             raise ValueError(f"{modules_path}: module {i} is {kind!r}; bert_tf's embedding model has only "
                              "Transformer + Pooling (+ Normalize)")
-        if kind.endswith(".Pooling"):
-            pooling, dimension = _pooling_of(os.path.join(model_dir, module.get("path", ""), "config.json"))
     if _ST_MODULES[1] not in types:
         raise ValueError(f"{modules_path}: no Pooling module")
+    pooling_dir = modules[types.index(_ST_MODULES[1])].get("path", "")
+    pooling, dimension = _pooling_of(os.path.join(model_dir, pooling_dir, "config.json"))
     config_path = os.path.join(model_dir, "sentence_bert_config.json")
     max_seq_length = _read_json(config_path).get("max_seq_length") if os.path.isfile(config_path) else None
     return SentenceTransformersSettings(pooling=pooling, normalize=_ST_MODULES[2] in types,
