@@ -35,6 +35,7 @@ _EXPORTS = {
     "from_pretrained": "model.checkpoints",
     "save_pretrained": "model.checkpoints",
     "save_tf1_checkpoint": "model.checkpoints",
+    "save_keras_hub_preset": "model.keras_hub_preset",
     # task models (encoder + preprocessor + head) and their serving export
     "BertClassifier": "tasks.classification.model",
     "BertTokenTagger": "tasks.tagging.model",

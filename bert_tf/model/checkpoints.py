@@ -24,6 +24,9 @@ Formats read by `from_pretrained`:
   ``pytorch_model.bin`` (needs torch) + ``vocab.txt``.
 * ``"bert_tf"``: written by `save_pretrained`: ``bert_tf.json`` (config, lower_case),
   ``weights.safetensors`` (Google names, encoder + extra weights), ``vocab.txt``.
+* ``"keras_hub"``: a keras-hub preset directory (``save_to_preset`` output: ``config.json`` with a
+  ``registered_name``, ``model.weights.h5``, ``tokenizer.json``, ``assets/tokenizer/vocabulary.txt``); read by
+  `bert_tf.model.keras_hub_preset`, which also writes them (`bert_tf.save_keras_hub_preset`).
 
 Missing encoder weights are an error listing their names (never a silent random
 init); non-encoder weights are returned in ``Pretrained.extra_weights`` (and
@@ -54,7 +57,7 @@ Pretrained.__doc__ = """What `from_pretrained` returns.
 Fields: ``config`` (`BertConfig`), ``encoder`` (`BertEncoder` with the weights),
 ``vocab_file`` (path), ``lower_case`` (bool), ``extra_weights`` (dict Google name ->
 np.ndarray of the non-encoder weights found, e.g. MLM/NSP heads), ``format``
-(``"google"``, ``"huggingface"`` or ``"bert_tf"``)."""
+(``"google"``, ``"huggingface"``, ``"bert_tf"`` or ``"keras_hub"``)."""
 
 OUR_MARKER = "bert_tf.json"
 OUR_WEIGHTS = "weights.safetensors"
@@ -359,12 +362,27 @@ def _infer_lower_case(model_dir, vocab_file):
 # --------------------------------------------------------------------------- public API
 
 
+def _is_keras_hub_preset(path):
+    """A ``config.json`` holding a Keras-serialised object (``registered_name``): what keras-hub writes."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        return False
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError:
+            return False
+    return isinstance(config, dict) and "registered_name" in config
+
+
 def detect_format(path):
-    """``"bert_tf"``, ``"huggingface"`` or ``"google"`` for a model directory or TF1 prefix."""
+    """``"bert_tf"``, ``"keras_hub"``, ``"huggingface"`` or ``"google"`` for a model directory or TF1 prefix."""
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, OUR_MARKER)):
             return "bert_tf"
+        if _is_keras_hub_preset(path):  # before Hugging Face: both name their config config.json
+            return "keras_hub"
         if os.path.isfile(os.path.join(path, "config.json")) and any(
                 os.path.isfile(os.path.join(path, f)) for f in
                 ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
@@ -372,15 +390,16 @@ def detect_format(path):
         if os.path.isfile(os.path.join(path, "bert_config.json")) or glob.glob(os.path.join(path, "*.index")):
             return "google"
         raise CheckpointError(
-            f"{path}: not a BERT model directory (no {OUR_MARKER}; no config.json with model.safetensors/"
-            "pytorch_model.bin; no bert_config.json or TF1 checkpoint)")
+            f"{path}: not a BERT model directory (no {OUR_MARKER}; no keras-hub config.json with a registered_name; "
+            "no config.json with model.safetensors/pytorch_model.bin; no bert_config.json or TF1 checkpoint); "
+            f"found: {sorted(os.listdir(path))}")
     if os.path.isfile(path + ".index"):
         return "google"
     raise FileNotFoundError(f"no BERT model at {path}")
 
 
 def from_pretrained(path, strict=True, dtype=None, config=None):
-    """Load a BERT encoder from a Google, Hugging Face or bert_tf directory.
+    """Load a BERT encoder from a Google, Hugging Face, bert_tf or keras-hub preset directory.
 
     Args:
       path: model directory (or a TF1 checkpoint prefix such as ``.../bert_model.ckpt``).
@@ -401,6 +420,11 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
     """
     path = os.fspath(path)
     fmt = detect_format(path)
+    if fmt == "keras_hub":
+        # Imported here: keras_hub loads only for presets, and that module builds on this one.
+        from bert_tf.model import keras_hub_preset
+
+        return keras_hub_preset.read_preset(path, strict=strict, dtype=dtype, config=config)
     model_dir = path if os.path.isdir(path) else os.path.dirname(path)
     vocab_file = os.path.join(model_dir, "vocab.txt")
     lower_case = None
