@@ -129,9 +129,7 @@ def build_vocab(config, pipeline_args, log=print):
                                 pipeline_args, log)
     log(f"counted {stats['words']} words ({len(counts)} distinct) in {stats['files']} files in "
         f"{time.time() - start:.1f}s")
-    learned = vocab_learning.learn_vocab(counts, config, log)
-    vocab_learning.write_vocab(config.output_file, learned.tokens)
+    learned = vocab_learning.learn_and_write(counts, stats, config, log)
     tf.io.gfile.rmtree(output_dir)
-    vocab_learning.report_learned(learned, config, stats, log)
     log(f"wrote {config.output_file} in {time.time() - start:.1f}s")
     return learned, stats

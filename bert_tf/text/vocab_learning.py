@@ -368,6 +368,14 @@ def report_learned(learned, config, stats, log=print):
             "more text)")
 
 
+def learn_and_write(counts, stats, config, log=print):
+    """Word counts -> learned, written to `config.output_file`, reported; returns the `LearnedVocab`."""
+    learned = learn_vocab(counts, config, log)
+    write_vocab(config.output_file, learned.tokens)
+    report_learned(learned, config, stats, log)
+    return learned
+
+
 def build_vocab(config, log=print):
     """Counts the words of `config.input_file` locally, learns, writes `config.output_file`; returns the
     `LearnedVocab` and the corpus stats."""
@@ -377,8 +385,6 @@ def build_vocab(config, log=print):
     counts, stats = count_files(files, config.do_lower_case, config.max_word_chars, config.num_workers, log)
     log(f"counted {stats['words']} words ({len(counts)} distinct) in {len(files)} files in "
         f"{time.time() - start:.1f}s")
-    learned = learn_vocab(counts, config, log)
-    write_vocab(config.output_file, learned.tokens)
-    report_learned(learned, config, stats, log)
+    learned = learn_and_write(counts, stats, config, log)
     log(f"wrote {config.output_file} in {time.time() - start:.1f}s")
     return learned, stats
