@@ -242,12 +242,12 @@ class BertTokenizer(keras.layers.Layer):
             self.special_tokens[token] = ids.get(token)
 
         wp_vocab = wordpiece_vocab(self.vocabulary)
-        # Placeholder for words over the length limit: a private-use character
-        # that is not a vocab token, so WordPiece maps it to [UNK].
+        # Placeholder for words over the length limit (`normalize_text` puts it in their place): a
+        # private-use character that is not a vocab token, so WordPiece maps it to [UNK].
         cp = 0xE000
         while chr(cp) in ids:
             cp += 1
-        self._long_word_placeholder = chr(cp)
+        self.long_word_placeholder = chr(cp)
         self._re = _regexes()
         # ASCII rows: tf-text's own normaliser is exact there, and the
         # 200-byte word limit is Google's 200-character limit.
@@ -293,7 +293,7 @@ class BertTokenizer(keras.layers.Layer):
             s = tf_text.normalize_utf8(s, "NFD")
             s = tf.strings.regex_replace(s, r["mn"], "")
         s = tf.strings.regex_replace(s, r["split"], r" \1 ")
-        s = tf.strings.regex_replace(s, r["long_word"], self._long_word_placeholder)
+        s = tf.strings.regex_replace(s, r["long_word"], self.long_word_placeholder)
         return s
 
     def tokenize_dense(self, strings, width=None):

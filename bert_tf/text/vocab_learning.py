@@ -111,7 +111,7 @@ class WordCounter:
     def __init__(self, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD):
         self._tokenizer = BertTokenizer(list(_SPLITTER_VOCAB), lower_case=do_lower_case)
         # normalize_text puts this character in place of a word over the tokenizer's 200-character limit.
-        long_word = self._tokenizer._long_word_placeholder
+        long_word = self._tokenizer.long_word_placeholder
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def count(lines):
