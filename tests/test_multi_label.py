@@ -157,7 +157,8 @@ def test_export_returns_probabilities_and_label_set(trained):
     task, config, results, path = trained
     model = keras.saving.load_model(os.path.join(config.model_dir, "model.keras"))
     want = tf.sigmoid(model(tf.constant(TEXTS), training=False)).numpy()
-    served = tf.saved_model.load(path).serving_default(tf.constant(TEXTS))
+    loaded = tf.saved_model.load(path)  # held: its functions need the object alive
+    served = loaded.serving_default(tf.constant(TEXTS))
     np.testing.assert_allclose(served["probabilities"].numpy(), want, atol=1e-5)
     thresholds = np.array([results[f"threshold_{label}"] for label in LABELS])
     expected_sets = [",".join(l for l, p, t in zip(LABELS, row, thresholds) if p >= t) for row in want]
@@ -196,6 +197,7 @@ def test_export_runs_in_tf_2_12_session(trained, tf212_python):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    want = tf.saved_model.load(path).serving_default(tf.constant(TEXTS))
+    loaded = tf.saved_model.load(path)  # held: its functions need the object alive
+    want = loaded.serving_default(tf.constant(TEXTS))
     np.testing.assert_allclose(got["probabilities"], want["probabilities"].numpy(), atol=1e-5)
     assert got["label_set"] == [x.decode() for x in want["label_set"].numpy()]
