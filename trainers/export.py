@@ -24,6 +24,11 @@ either source; full int8 is calibrated on real texts, one per line (or a tsv/csv
     python trainers/export.py --keras_model=/tmp/run/model.keras --litert_export_dir=/tmp/litert \
         --litert_precision=int8 --representative_file=/data/train.tsv --representative_examples=200
 
+A keras-hub preset (`keras_hub.models.BertTextClassifier.from_preset(dir)` for a classifier, else
+`BertBackbone` + `BertTokenizer` of the encoder; `bert_tf.save_keras_hub_preset`), from either source:
+
+    python trainers/export.py --keras_model=/tmp/run/model.keras --format=keras_hub --preset_dir=/tmp/preset
+
 Writes `<export_base>/<version>/` atomically (a server polling `export_base` never sees half a model), and
 `<litert_export_dir>/model.tflite` + `model.json` the same way.
 """
@@ -46,6 +51,11 @@ from bert_tf.export.hub import export_hub_style  # noqa: E402
 
 flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
 flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
+flags.DEFINE_enum("format", "serving", ["serving", "keras_hub"],
+                  "serving: the SavedModel/TF Hub/LiteRT exports below; keras_hub: a keras-hub preset in --preset_dir.")
+flags.DEFINE_string("preset_dir", None, "--format=keras_hub: the preset directory to write.")
+flags.DEFINE_bool("keras_hub_allow_gelu_tanh", False, "--format=keras_hub: write an exact-GELU encoder although "
+                  "keras-hub computes the tanh GELU (outputs move by the difference).")
 flags.DEFINE_string("export_base", None, "Serving base dir; the export goes to <export_base>/<version>.")
 flags.DEFINE_integer("version", None, "Version number (default: largest existing + 1).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version (atomic swap).")
@@ -149,11 +159,29 @@ def litert_export(model, task):
                                representative_texts=texts, task=task)
 
 
+def keras_hub_export():
+    """--format=keras_hub: the task model of --keras_model or the --model_dir checkpoint (a classifier becomes a
+    BertTextClassifier preset; an encoder a BertBackbone + BertTokenizer one; other tasks are an error)."""
+    if not FLAGS.preset_dir:
+        raise app.UsageError("--format=keras_hub writes to --preset_dir")
+    if FLAGS.keras_model:
+        model = keras.saving.load_model(FLAGS.keras_model)
+    else:
+        model = bert_tf.from_pretrained(FLAGS.model_dir)
+        if "output_weights" in model.extra_weights:  # a fine-tuned classifier checkpoint keeps its head
+            model, _ = classifier_from_checkpoint(model, FLAGS.model_dir)
+    return bert_tf.save_keras_hub_preset(model, FLAGS.preset_dir, lower_case=FLAGS.lower_case,
+                                         allow_gelu_tanh=FLAGS.keras_hub_allow_gelu_tanh, overwrite=FLAGS.overwrite)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if (FLAGS.keras_model is None) == (FLAGS.model_dir is None):
         raise app.UsageError("give exactly one of --keras_model and --model_dir")
+    if FLAGS.format == "keras_hub":
+        print(f"wrote keras-hub preset to {keras_hub_export()}", flush=True)
+        return
     if not FLAGS.export_base and not FLAGS.hub_dir and not FLAGS.litert_export_dir:
         raise app.UsageError("give --export_base (serving export), --hub_dir (TF Hub-style pair) and/or "
                              "--litert_export_dir (LiteRT)")

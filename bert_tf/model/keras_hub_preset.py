@@ -40,6 +40,7 @@ import numpy as np
 from bert_tf.model.checkpoints import CheckpointError, Pretrained, get_encoder_weights, set_encoder_weights
 from bert_tf.model.config import GELU_EXACT, GELU_TANH, BertConfig
 from bert_tf.model.encoder import BertEncoder
+from bert_tf.model.task_model import BertTaskModel
 from bert_tf.tasks.classification.model import BertClassifier
 from bert_tf.text.tokenizer import load_vocab
 
@@ -290,7 +291,7 @@ def save_keras_hub_preset(model, preset_dir, vocab_file=None, lower_case=None, a
       vocab_file, lower_case: the vocabulary and casing of a bare `BertEncoder` (override a `Pretrained`'s).
       allow_gelu_tanh: write an exact-GELU encoder with keras-hub's tanh GELU (see the module docstring).
     """
-    if isinstance(model, BertClassifier):
+    if isinstance(model, BertTaskModel):  # a task model: only the classifier's head maps (else an error)
         task = _classifier_task(model, allow_gelu_tanh)
         return _write_into(preset_dir, overwrite, task.save_to_preset)
     if isinstance(model, Pretrained):
@@ -298,7 +299,7 @@ def save_keras_hub_preset(model, preset_dir, vocab_file=None, lower_case=None, a
         lower_case = model.lower_case if lower_case is None else lower_case
         model = model.encoder
     if not isinstance(model, BertEncoder):
-        raise TypeError(f"save_keras_hub_preset takes a BertClassifier, a Pretrained or a BertEncoder, "
+        raise TypeError(f"save_keras_hub_preset takes a task model, a Pretrained or a BertEncoder, "
                         f"got {type(model).__name__}")
     if vocab_file is None or lower_case is None:
         raise ValueError("a BertEncoder needs vocab_file= and lower_case= (its vocabulary and casing)")
