@@ -235,11 +235,14 @@ class LearnedVocab:
 
 
 def _char_counts(word_counts):
-    chars = collections.Counter()
+    """(count of each character, the characters seen inside a word: those need a ##c piece too). CJK
+    ideographs and punctuation are words of their own, so they never get one."""
+    chars, inner = collections.Counter(), set()
     for word, n in word_counts.items():
         for c in word:
             chars[c] += n
-    return chars
+        inner.update(word[1:])
+    return chars, inner
 
 
 def learn_vocab(word_counts, config, log=print):
@@ -247,16 +250,18 @@ def learn_vocab(word_counts, config, log=print):
     if not word_counts:
         raise ValueError("no words to learn from: the input files are empty (or hold only skipped lines)")
     reserved = reserved_tokens(config.num_unused)
-    char_counts = _char_counts(word_counts)
+    char_counts, inner = _char_counts(word_counts)
     kept = sorted(c for c, n in char_counts.items() if n >= config.min_char_count)
     if not kept:
         raise ValueError(f"no character is seen --min_char_count={config.min_char_count} times: the corpus is "
                          "too small for a vocabulary")
-    room = config.vocab_size - len(reserved) - 2 * len(kept)
+    char_tokens = _character_tokens(kept, inner)
+    room = config.vocab_size - len(reserved) - len(char_tokens)
     if room < 0:
         raise ValueError(f"--vocab_size={config.vocab_size} cannot hold the {len(reserved)} reserved tokens and "
                          f"the {len(kept)} characters seen >= --min_char_count={config.min_char_count} times "
-                         f"(each as c and ##c: {2 * len(kept)}); raise --vocab_size or --min_char_count")
+                         f"(as c, and as ##c where seen inside a word: {len(char_tokens)}); raise --vocab_size or "
+                         "--min_char_count")
     kept_set = set(kept)
     # Sorted by word: the learner's result does not depend on how the counts were gathered.
     words = sorted((w, n) for w, n in word_counts.items() if kept_set.issuperset(w))
@@ -266,18 +271,21 @@ def learn_vocab(word_counts, config, log=print):
                          "the corpus is too small for a vocabulary")
     log(f"learning from {len(words)} distinct words ({dropped} left out for a character seen < "
         f"{config.min_char_count} times), {len(kept)} characters kept")
-    tokens, threshold, too_small = _search_threshold(words, config, reserved, len(kept), log)
-    tokens = _with_all_characters(tokens, kept, reserved, config.vocab_size)
+    tokens, threshold, too_small = _search_threshold(words, config, reserved, len(kept), inner, log)
+    tokens = _with_all_characters(tokens, char_tokens, reserved, config.vocab_size)
     return LearnedVocab(tokens, threshold, len(kept), dropped, too_small)
 
 
-def _learn_at(words, threshold, config, reserved, num_chars):
-    """tensorflow-text's learner at one frequency threshold (its binary search pinned to it)."""
+def _learn_at(words, threshold, config, reserved, num_chars, inner_chars):
+    """tensorflow-text's learner at one frequency threshold (its binary search pinned to it), without the ##c
+    pieces it makes for characters never seen inside a word (CJK ideographs, punctuation: no word uses them)."""
     # vocab_size and slack_ratio only steer tf-text's own threshold search, which is pinned here.
-    return learner_lib.learn(words, config.vocab_size, reserved, upper_thresh=threshold, lower_thresh=threshold,
-                             num_iterations=4, max_input_tokens=-1, max_token_length=config.max_piece_chars,
-                             max_unique_chars=num_chars, slack_ratio=SLACK_RATIO, include_joiner_token=True,
-                             joiner=JOINER)
+    tokens = learner_lib.learn(words, config.vocab_size, reserved, upper_thresh=threshold, lower_thresh=threshold,
+                               num_iterations=4, max_input_tokens=-1, max_token_length=config.max_piece_chars,
+                               max_unique_chars=num_chars, slack_ratio=SLACK_RATIO, include_joiner_token=True,
+                               joiner=JOINER)
+    return [t for t in tokens if not (len(t) == len(JOINER) + 1 and t.startswith(JOINER)
+                                      and t[-1] not in inner_chars)]
 
 
 def _next_threshold(probes, target, lo, hi):
@@ -299,7 +307,7 @@ def _next_threshold(probes, target, lo, hi):
     return guess
 
 
-def _search_threshold(words, config, reserved, num_chars, log):
+def _search_threshold(words, config, reserved, num_chars, inner_chars, log):
     """The learner's vocabulary at a threshold whose size lands in [vocab_size, vocab_size * (1 + slack)]
     (the least frequent pieces are dropped later to fit exactly) -> (tokens, threshold, too_small).
     tf-text's own search bisects the whole count range (~15 learner runs on a few MB); interpolating takes
@@ -313,7 +321,7 @@ def _search_threshold(words, config, reserved, num_chars, log):
     probes, results = {}, {}
     while True:
         start = time.time()
-        tokens = _learn_at(words, threshold, config, reserved, num_chars)
+        tokens = _learn_at(words, threshold, config, reserved, num_chars, inner_chars)
         probes[threshold], results[threshold] = len(tokens), tokens
         log(f"learner at frequency threshold {threshold}: {len(tokens)} tokens ({time.time() - start:.1f}s)")
         if lower <= len(tokens) <= upper:
@@ -331,14 +339,19 @@ def _search_threshold(words, config, reserved, num_chars, log):
     return results[best], best, not above
 
 
-def _with_all_characters(tokens, kept_chars, reserved, vocab_size):
-    """Adds every kept character (as c and ##c) the learner left out, dropping the least frequent learned
-    pieces to fit `vocab_size` (never a reserved token or a character)."""
+def _character_tokens(kept_chars, inner_chars):
+    """Every kept character as c, and as ##c where it is seen inside a word."""
+    return [t for c in kept_chars for t in ([c, JOINER + c] if c in inner_chars else [c])]
+
+
+def _with_all_characters(tokens, char_tokens, reserved, vocab_size):
+    """Adds the character tokens the learner left out, dropping the least frequent learned pieces to fit
+    `vocab_size` (never a reserved token or a character)."""
     present = set(tokens)
-    missing = [t for c in kept_chars for t in (c, JOINER + c) if t not in present]
+    missing = [t for t in char_tokens if t not in present]
     excess = len(tokens) + len(missing) - vocab_size
     if excess > 0:
-        protected = set(reserved) | set(kept_chars) | {JOINER + c for c in kept_chars}
+        protected = set(reserved) | set(char_tokens)
         droppable = [i for i, t in enumerate(tokens) if t not in protected]
         dropped = set(droppable[-excess:])
         tokens = [t for i, t in enumerate(tokens) if i not in dropped]
