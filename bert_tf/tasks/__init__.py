@@ -1,7 +1,9 @@
 """Fine-tuning tasks, one folder each (task, model, data, metrics, export, litert): each supplies its model, data,
 loss, metrics, predictions and exports to `bert_tf.training.finetuning.run`. `SentencePredictionTask`
-(classification/) covers classification and regression, `TaggingTask` (tagging/) token tagging (named entities),
-`QuestionAnsweringTask` (question_answering/) extractive question answering (SQuAD v1.1 / v2.0).
+(classification/) covers classification, regression and, with `--multi_label`, multi-label classification;
+`TaggingTask` (tagging/) token tagging (named entities); `QuestionAnsweringTask` (question_answering/) extractive
+question answering (SQuAD v1.1 / v2.0); `EmbeddingTask` (embedding/) sentence embeddings (sentence-transformers
+models, contrastive or cosine fine-tuning); `MultipleChoiceTask` (multiple_choice/) SWAG/HellaSwag/ARC-style choices.
 
 `TASKS` maps each `--task` name to its task class (its `config_class` settings become `trainers/finetune.py`'s
 flags): a new task is a new folder and one line here.
@@ -36,4 +38,5 @@ def task_class(name):
                           "spelling)") from None
 
 
-__all__ = ["TASKS", "FinetuningTask", "QuestionAnsweringTask", "SentencePredictionTask", "TaggingTask", "task_class"]
+__all__ = ["TASKS", "EmbeddingTask", "FinetuningTask", "MultipleChoiceTask", "QuestionAnsweringTask",
+           "SentencePredictionTask", "TaggingTask", "task_class"]
