@@ -159,12 +159,13 @@ class FinetuningTask:
         return model.export_litert(export_dir, precision=precision, representative_texts=texts, task=self.name)
 
 
-def token_id_predictor(model, strategy=None):
+def token_id_predictor(model, strategy=None, rank=2):
     """`predictor(dataset) -> {"logits", "labels", "index"}` NumPy arrays for a model fed token ids.
 
     The dataset yields `(features, labels, index)`. On one replica this is one
-    `tf.function` traced once for any batch size and length (`[None, None]`
-    signature); on several replicas it goes through `bert_tf.training.predict`.
+    `tf.function` traced once for any batch size and length (a `[None] * rank`
+    signature: 2 for `[B, T]`, 3 for `[B, options, T]`); on several replicas it
+    goes through `bert_tf.training.predict`.
     """
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         def step(model_, batch):
@@ -172,7 +173,7 @@ def token_id_predictor(model, strategy=None):
             return {"logits": model_(features, training=False), "labels": labels, "index": index}
 
         return lambda ds: distributed_predict(strategy, model, ds, step)
-    spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}
+    spec = {k: tf.TensorSpec([None] * rank, tf.int32, name=k) for k in INPUT_KEYS}
     forward = tf.function(lambda features: model(features, training=False), input_signature=[spec])
 
     def predictor(ds):

@@ -119,14 +119,6 @@ class EmbeddingTask(FinetuningTask):
 
     # ------------------------------------------------------------ data
     @property
-    def eval_splits(self):
-        return {"dev": ""}
-
-    @property
-    def test_splits(self):
-        return {"test": "predictions.tsv"}
-
-    @property
     def final_eval_splits(self):
         splits = dict(self.eval_splits)
         if self.has_split("test") and self._kind("test") == "scored":

@@ -38,13 +38,12 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf import atomic
-from bert_tf.tasks.base import FinetuningTask, data_dir_setting, in_example_order, strict_setting
+from bert_tf.tasks.base import (FinetuningTask, data_dir_setting, in_example_order, strict_setting,
+                                token_id_predictor)
 from bert_tf.tasks.multiple_choice import data as choice_data
 from bert_tf.tasks.multiple_choice import metrics as metrics_lib
 from bert_tf.tasks.multiple_choice.model import BertMultipleChoice
 from bert_tf.text.batches import ordered_batches
-from bert_tf.text.packer import INPUT_KEYS
-from bert_tf.training import predict as distributed_predict
 from bert_tf.training.settings import ConfigError, setting
 
 
@@ -197,24 +196,7 @@ class MultipleChoiceTask(FinetuningTask):
         return loss, {"accuracy": keras.ops.mean(keras.ops.cast(hits, "float32"))}
 
     def _predictor(self, model, strategy):
-        def step(model_, batch):
-            features, labels, index = batch
-            return {"logits": model_(features, training=False), "labels": labels, "index": index}
-
-        if strategy is not None and strategy.num_replicas_in_sync > 1:
-            return lambda ds: distributed_predict(strategy, model, ds, step)
-        spec = {k: tf.TensorSpec([None, None, None], tf.int32, name=k) for k in INPUT_KEYS}
-        forward = tf.function(lambda features: model(features, training=False), input_signature=[spec])
-
-        def predictor(ds):
-            out = {"logits": [], "labels": [], "index": []}
-            for features, labels, index in ds:
-                out["logits"].append(forward({k: features[k] for k in INPUT_KEYS}).numpy())
-                out["labels"].append(labels.numpy())
-                out["index"].append(index.numpy())
-            return {k: np.concatenate(v) for k, v in out.items()}
-
-        return predictor
+        return token_id_predictor(model, strategy, rank=3)  # features [B, options, T]
 
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"logits" [n, N], "labels", "choices", "probabilities"}` NumPy arrays in example order."""
