@@ -14,9 +14,12 @@ TF212_STAMP := $(TF212_VENV)/.installed
 # transformers 4.x (its question-answering pipeline, removed in 5.x): the peer of bench/squad.py.
 HF4_VENV := .venv-hf4
 HF4_STAMP := $(HF4_VENV)/.installed
+# The TF Model Garden (tf-models-official, TF 2.20 + tf-keras): makes the Model Garden / TF Hub reference files.
+MG_VENV := .venv-mg
+MG_STAMP := $(MG_VENV)/.installed
 export BERT_TF_TF212_PYTHON ?= $(CURDIR)/$(TF212_VENV)/bin/python
 
-.PHONY: setup setup-tf212 setup-hf4 data check-sources test demo bench bazel-test clean
+.PHONY: setup setup-tf212 setup-hf4 setup-mg model-garden-reference data check-sources test demo bench bazel-test clean
 
 setup: $(STAMP)
 
@@ -51,7 +54,20 @@ $(HF4_STAMP): requirements-hf4.txt
 	$(HF4_VENV)/bin/python -m pip install -q -r requirements-hf4.txt
 	touch $(HF4_STAMP)
 
-test: setup setup-tf212 data
+setup-mg: $(MG_STAMP)
+
+$(MG_STAMP): requirements-mg.txt
+	test -x $(MG_VENV)/bin/python || $(PYTHON) -m venv $(MG_VENV)
+	$(MG_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MG_VENV)/bin/python -m pip install -q --prefer-binary -r requirements-mg.txt
+	touch $(MG_STAMP)
+
+# MiniLM as a Model Garden TF2 checkpoint and a TF Hub encoder SavedModel, by the Model Garden's own code,
+# cached in .cache/model_garden (tests/test_model_garden.py reads it).
+model-garden-reference: setup setup-mg data
+	$(PY) -m fixtures.model_garden
+
+test: setup setup-tf212 data model-garden-reference
 	$(PY) -m pytest -q tests
 
 demo: setup data
@@ -69,4 +85,4 @@ bazel-test: setup setup-tf212 data
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel test $(BAZEL_TEST_FLAGS) //...
 
 clean:
-	rm -rf $(VENV) $(TF212_VENV) $(HF4_VENV) .cache bazel-*
+	rm -rf $(VENV) $(TF212_VENV) $(HF4_VENV) $(MG_VENV) .cache bazel-*

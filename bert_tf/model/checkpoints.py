@@ -27,6 +27,9 @@ Formats read by `from_pretrained`:
 * ``"keras_hub"``: a keras-hub preset directory (``save_to_preset`` output: ``config.json`` with a
   ``registered_name``, ``model.weights.h5``, ``tokenizer.json``, ``assets/tokenizer/vocabulary.txt``); read by
   `bert_tf.model.keras_hub_preset`, which also writes them (`bert_tf.save_keras_hub_preset`).
+* ``"model_garden"``: a TF Model Garden TF2 BERT checkpoint (object-based, ``encoder/layer_with_weights-N/...``)
+  with its ``bert_config.json`` and ``vocab.txt``; ``"tfhub"``: a TF Hub BERT encoder SavedModel
+  (``saved_model.pb``, ``assets/vocab.txt``), checked against our encoder on a probe batch (`bert_tf.model.model_garden`).
 
 Missing encoder weights are an error listing their names (never a silent random
 init); non-encoder weights are returned in ``Pretrained.extra_weights`` (and
@@ -44,6 +47,7 @@ import shutil
 import numpy as np
 from safetensors.numpy import save as safetensors_save
 
+from bert_tf.model import model_garden
 from bert_tf.model.config import BertConfig
 from bert_tf.model.encoder import BertEncoder
 from bert_tf import atomic
@@ -57,7 +61,7 @@ Pretrained.__doc__ = """What `from_pretrained` returns.
 Fields: ``config`` (`BertConfig`), ``encoder`` (`BertEncoder` with the weights),
 ``vocab_file`` (path), ``lower_case`` (bool), ``extra_weights`` (dict Google name ->
 np.ndarray of the non-encoder weights found, e.g. MLM/NSP heads), ``format``
-(``"google"``, ``"huggingface"``, ``"bert_tf"`` or ``"keras_hub"``)."""
+(``"google"``, ``"huggingface"``, ``"bert_tf"``, ``"keras_hub"``, ``"model_garden"`` or ``"tfhub"``)."""
 
 OUR_MARKER = "bert_tf.json"
 OUR_WEIGHTS = "weights.safetensors"
@@ -376,13 +380,16 @@ def _is_keras_hub_preset(path):
 
 
 def detect_format(path):
-    """``"bert_tf"``, ``"keras_hub"``, ``"huggingface"`` or ``"google"`` for a model directory or TF1 prefix."""
+    """``"bert_tf"``, ``"keras_hub"``, ``"tfhub"``, ``"huggingface"`` or ``"google"`` (Google TF1 or Model Garden
+    TF2 checkpoint: told apart when read) for a model directory or checkpoint prefix."""
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, OUR_MARKER)):
             return "bert_tf"
         if _is_keras_hub_preset(path):  # before Hugging Face: both name their config config.json
             return "keras_hub"
+        if model_garden.is_saved_model(path):
+            return "tfhub"
         if os.path.isfile(os.path.join(path, "config.json")) and any(
                 os.path.isfile(os.path.join(path, f)) for f in
                 ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
@@ -398,8 +405,33 @@ def detect_format(path):
     raise FileNotFoundError(f"no BERT model at {path}")
 
 
+_FORMAT_NAMES = {"google": "Google TF1 BERT checkpoint", "model_garden": "Model Garden TF2 BERT checkpoint"}
+
+
+def _model_garden_weights(raw, source):
+    try:
+        return model_garden.checkpoint_weights(raw, source)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _from_hub_encoder(path, strict, dtype, config):
+    """A TF Hub BERT encoder SavedModel (`bert_tf.model.model_garden`), checked against the encoder built from it."""
+    try:
+        cfg, weights, vocab_file, lower_case, loaded = model_garden.read_hub_encoder(path)
+        cfg = config if config is not None else cfg
+        encoder = BertEncoder(cfg, dtype=dtype)
+        extra = set_encoder_weights(encoder, weights, source=path, strict=strict)
+        model_garden.check_hub_outputs(loaded, encoder, os.path.join(path, "saved_model.pb"))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    if lower_case is None:
+        lower_case = _infer_lower_case(path, vocab_file)
+    return Pretrained(cfg, encoder, vocab_file, lower_case, extra, "tfhub")
+
+
 def from_pretrained(path, strict=True, dtype=None, config=None):
-    """Load a BERT encoder from a Google, Hugging Face, bert_tf or keras-hub preset directory.
+    """Load a BERT encoder from a Google, Hugging Face, bert_tf, keras-hub preset, Model Garden or TF Hub directory.
 
     Args:
       path: model directory (or a TF1 checkpoint prefix such as ``.../bert_model.ckpt``).
@@ -425,6 +457,8 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
         from bert_tf.model import keras_hub_preset
 
         return keras_hub_preset.read_preset(path, strict=strict, dtype=dtype, config=config)
+    if fmt == "tfhub":
+        return _from_hub_encoder(path, strict, dtype, config)
     model_dir = path if os.path.isdir(path) else os.path.dirname(path)
     vocab_file = os.path.join(model_dir, "vocab.txt")
     lower_case = None
@@ -447,11 +481,16 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
         weights, source = read_hf_weights(model_dir)
     else:
         cfg_path = os.path.join(model_dir, "bert_config.json")
-        if config is None and not os.path.isfile(cfg_path):
-            raise CheckpointError(f"{model_dir}: bert_config.json is missing")
-        cfg = BertConfig.from_json_file(cfg_path, source="google") if config is None else config
         source = find_tf1_checkpoint(path)
         weights = read_tf1_weights(source)
+        if model_garden.is_object_checkpoint(weights):
+            fmt = "model_garden"
+            weights = _model_garden_weights(weights, source)
+        if config is None and not os.path.isfile(cfg_path):
+            raise CheckpointError(
+                f"{model_dir}: bert_config.json is missing ({source} is a {_FORMAT_NAMES[fmt]}; it needs its "
+                "BERT config JSON, bert_config.json, beside it, or pass config=)")
+        cfg = BertConfig.from_json_file(cfg_path, source="google") if config is None else config
     if config is not None:
         cfg = config
 

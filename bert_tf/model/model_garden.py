@@ -1,0 +1,188 @@
+"""TF Model Garden BERT checkpoints and TF Hub BERT encoder SavedModels, translated to Google's TF1 names.
+
+* **Model Garden TF2 checkpoint** (``official.nlp``'s ``BertEncoder`` saved as ``tf.train.Checkpoint(encoder=...)``,
+  what its ``tf2_bert_encoder_checkpoint_converter`` and training write; ``model=`` in older ones), with the
+  ``bert_config.json`` beside it. Object-based names: ``encoder/layer_with_weights-0/embeddings`` (word),
+  ``-1`` (position), ``-2`` (type), ``-3`` (embedding LayerNorm), ``-4`` .. ``-(3+L)`` (transformer layers:
+  ``_attention_layer/_query_dense/kernel`` [H, heads, size], ..., ``_output_layer_norm/beta``), ``-(4+L)``
+  (pooler). Read by `from_pretrained` (format ``"model_garden"``); ``"gelu"`` there is the tanh GELU.
+* **TF Hub BERT encoder SavedModel** (the Model Garden's ``export_tfhub --export_type=model``: a dict of
+  ``input_word_ids``/``input_mask``/``input_type_ids`` in; ``sequence_output``/``pooled_output`` out; vocab in
+  ``assets/vocab.txt``, ``do_lower_case`` saved). Its variables are named ``word_embeddings/embeddings``,
+  ``transformer/layer_N/self_attention/query/kernel``, ..., ``pooler_transform/kernel``; the config is read from
+  their shapes. A SavedModel stores no activation name, so the encoder is built with the Model Garden's tanh GELU
+  and LayerNorm epsilon 1e-12 and then **checked**: the SavedModel and the encoder run on the same probe input
+  and must agree, otherwise loading is an error (an unknown signature or a differing architecture never loads
+  silently wrong).
+"""
+
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from bert_tf.model.config import GELU_TANH, BertConfig
+
+OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+CHECKPOINT_ROOTS = ("encoder", "model")  # tf.train.Checkpoint(encoder=...), and model= of older checkpoints
+HUB_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
+HUB_OUTPUTS = ("sequence_output", "pooled_output")
+PROBE_TOLERANCE = 1e-4
+
+# (Google name within layer_N, Model Garden checkpoint path within the layer, TF Hub SavedModel path)
+_BLOCK = [
+    *[(f"attention/self/{part}/{leaf}", f"_attention_layer/_{part}_dense/{leaf}", f"self_attention/{part}/{leaf}")
+      for part in ("query", "key", "value") for leaf in ("kernel", "bias")],
+    ("attention/output/dense/kernel", "_attention_layer/_output_dense/kernel", "self_attention/attention_output/kernel"),
+    ("attention/output/dense/bias", "_attention_layer/_output_dense/bias", "self_attention/attention_output/bias"),
+    ("attention/output/LayerNorm/gamma", "_attention_layer_norm/gamma", "self_attention_layer_norm/gamma"),
+    ("attention/output/LayerNorm/beta", "_attention_layer_norm/beta", "self_attention_layer_norm/beta"),
+    ("intermediate/dense/kernel", "_intermediate_dense/kernel", "intermediate/kernel"),
+    ("intermediate/dense/bias", "_intermediate_dense/bias", "intermediate/bias"),
+    ("output/dense/kernel", "_output_dense/kernel", "output/kernel"),
+    ("output/dense/bias", "_output_dense/bias", "output/bias"),
+    ("output/LayerNorm/gamma", "_output_layer_norm/gamma", "output_layer_norm/gamma"),
+    ("output/LayerNorm/beta", "_output_layer_norm/beta", "output_layer_norm/beta"),
+]
+_EMBEDDINGS = [
+    ("bert/embeddings/word_embeddings", "layer_with_weights-0/embeddings", "word_embeddings/embeddings"),
+    ("bert/embeddings/position_embeddings", "layer_with_weights-1/embeddings", "position_embedding/embeddings"),
+    ("bert/embeddings/token_type_embeddings", "layer_with_weights-2/embeddings", "type_embeddings/embeddings"),
+    ("bert/embeddings/LayerNorm/gamma", "layer_with_weights-3/gamma", "embeddings/layer_norm/gamma"),
+    ("bert/embeddings/LayerNorm/beta", "layer_with_weights-3/beta", "embeddings/layer_norm/beta"),
+]
+
+
+def to_google_shape(google_name, value):
+    """Per-head attention shapes (``[H, heads, size]``, ``[heads, size]``, ``[heads, size, H]``) -> Google's 2-D/1-D."""
+    if value.ndim == 3 and google_name.endswith("attention/output/dense/kernel"):
+        return value.reshape(-1, value.shape[-1])
+    if value.ndim == 3:
+        return value.reshape(value.shape[0], -1)
+    if value.ndim == 2 and "/attention/self/" in google_name and google_name.endswith("/bias"):
+        return value.reshape(-1)
+    return value
+
+
+def name_map(num_layers, column):
+    """``[(google name, Model Garden name)]``; ``column`` 1: checkpoint paths, 2: TF Hub SavedModel paths."""
+    out = [(row[0], row[column]) for row in _EMBEDDINGS]
+    for i in range(num_layers):
+        prefix = f"layer_with_weights-{4 + i}/" if column == 1 else f"transformer/layer_{i}/"
+        out += [(f"bert/encoder/layer_{i}/{row[0]}", prefix + row[column]) for row in _BLOCK]
+    pooler = f"layer_with_weights-{4 + num_layers}/" if column == 1 else "pooler_transform/"
+    out += [("bert/pooler/dense/kernel", pooler + "kernel"), ("bert/pooler/dense/bias", pooler + "bias")]
+    return out
+
+
+def _translate(values, num_layers, column, source, expected):
+    missing = [name for _, name in name_map(num_layers, column) if name not in values]
+    if missing:
+        raise ValueError(f"{source}: not {expected}: {len(missing)} variable(s) missing, e.g. {missing[:3]}; "
+                         f"found e.g. {sorted(values)[:5]}")
+    return {g: to_google_shape(g, np.asarray(values[name], np.float32)) for g, name in name_map(num_layers, column)}
+
+
+# --------------------------------------------------------------------------- Model Garden checkpoints
+
+
+def is_object_checkpoint(names):
+    """True for a TF2 object-based checkpoint (names ending ``/.ATTRIBUTES/VARIABLE_VALUE``)."""
+    return any(name.endswith(OBJECT_SUFFIX) for name in names)
+
+
+def checkpoint_weights(raw, source):
+    """Google-named weights of a Model Garden BertEncoder checkpoint (dict name -> array, as read)."""
+    stripped = {name[: -len(OBJECT_SUFFIX)]: value for name, value in raw.items() if name.endswith(OBJECT_SUFFIX)}
+    root = next((r for r in CHECKPOINT_ROOTS if f"{r}/layer_with_weights-0/embeddings" in stripped), None)
+    expected = ("a Model Garden BERT encoder checkpoint (tf.train.Checkpoint(encoder=BertEncoder): "
+                "encoder/layer_with_weights-0/embeddings, ...)")
+    if root is None:
+        raise ValueError(f"{source}: a TF2 object-based checkpoint but {expected}; found e.g. {sorted(stripped)[:5]}")
+    values = {name[len(root) + 1:]: v for name, v in stripped.items() if name.startswith(root + "/")}
+    layers = {int(m.group(1)) for name in values for m in [re.match(r"layer_with_weights-(\d+)/_attention_layer/", name)]
+              if m}
+    if not layers or layers != set(range(4, 4 + len(layers))):
+        raise ValueError(f"{source}: {expected}; transformer layers found at positions {sorted(layers)} "
+                         "(an embedding projection or another encoder type?)")
+    return _translate(values, len(layers), 1, source, expected)
+
+
+# --------------------------------------------------------------------------- TF Hub SavedModels
+
+
+def is_saved_model(path):
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def _hub_config(values, source):
+    layers = {int(m.group(1)) for name in values for m in [re.match(r"transformer/layer_(\d+)/", name)] if m}
+    expected = ("a TF Hub BERT encoder SavedModel (Model Garden export_tfhub: word_embeddings/embeddings, "
+                "transformer/layer_N/self_attention/..., pooler_transform/...)")
+    if not layers or "word_embeddings/embeddings" not in values:
+        raise ValueError(f"{source}: not {expected}; found variables e.g. {sorted(values)[:5]}")
+    query = values["transformer/layer_0/self_attention/query/kernel"].shape
+    config = BertConfig(
+        vocab_size=values["word_embeddings/embeddings"].shape[0], hidden_size=query[0],
+        num_hidden_layers=len(layers), num_attention_heads=query[1],
+        intermediate_size=values["transformer/layer_0/intermediate/kernel"].shape[1], hidden_act=GELU_TANH,
+        max_position_embeddings=values["position_embedding/embeddings"].shape[0],
+        type_vocab_size=values["type_embeddings/embeddings"].shape[0], layer_norm_eps=1e-12)
+    return config, _translate(values, len(layers), 2, source, expected)
+
+
+def _hub_signature(loaded, source):
+    """The SavedModel's serving function, checked to take and give what a TF Hub BERT encoder does."""
+    expected = (f"a TF Hub BERT encoder: a dict of int32 {list(HUB_INPUTS)} [batch, seq] in, a dict with "
+                f"{list(HUB_OUTPUTS)} out")
+    function = loaded.signatures.get("serving_default") if hasattr(loaded, "signatures") else None
+    if function is None:
+        raise ValueError(f"{source}: no serving_default signature; expected {expected}")
+    inputs = function.structured_input_signature[1]
+    if sorted(inputs) != sorted(HUB_INPUTS):
+        raise ValueError(f"{source}: signature inputs {sorted(inputs)}; expected {expected}")
+    return function
+
+
+def read_hub_encoder(path):
+    """``(config, weights, vocab_file, lower_case, loaded)`` of a TF Hub BERT encoder SavedModel."""
+    source = os.path.join(path, "saved_model.pb")
+    vocab_file = os.path.join(path, "assets", "vocab.txt")
+    if not os.path.isfile(vocab_file):
+        raise ValueError(f"{path}: SavedModel without assets/vocab.txt (a WordPiece BERT encoder export holds it); "
+                         f"found: {sorted(os.listdir(path))}")
+    loaded = tf.saved_model.load(path)
+    _hub_signature(loaded, source)
+    values = {v.name[: -len(":0")] if v.name.endswith(":0") else v.name: v.numpy() for v in loaded.variables}
+    config, weights = _hub_config(values, source)
+    lower_case = bool(loaded.do_lower_case.numpy()) if hasattr(loaded, "do_lower_case") else None
+    return config, weights, vocab_file, lower_case, loaded
+
+
+def check_hub_outputs(loaded, encoder, source, seq_length=16):
+    """Runs the SavedModel and ``encoder`` on one probe batch; an error if their outputs differ (the architecture
+    or activation is not BERT's as the Model Garden builds it)."""
+    config = encoder.config
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, config.vocab_size, size=(2, seq_length)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, seq_length // 2:] = 0
+    inputs = {"input_word_ids": ids, "input_mask": mask, "input_type_ids": (np.arange(seq_length) >= 5)
+              .astype(np.int32)[None].repeat(2, 0)}
+    try:
+        theirs = loaded({k: tf.constant(v) for k, v in inputs.items()}, training=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: calling the SavedModel with {list(HUB_INPUTS)} failed ({e}); expected a TF Hub "
+                         "BERT encoder") from None
+    ours = encoder(inputs)
+    for name in HUB_OUTPUTS:
+        reference = theirs.get(name) if isinstance(theirs, dict) else None
+        if reference is None:
+            raise ValueError(f"{source}: no {name} output; expected a TF Hub BERT encoder's {list(HUB_OUTPUTS)}")
+        diff = np.abs(np.where(mask[..., None] if name == "sequence_output" else 1,
+                               ours[name].numpy() - reference.numpy(), 0)).max()
+        if not diff < PROBE_TOLERANCE:
+            raise ValueError(f"{source}: the SavedModel's {name} differs from a BERT encoder with its weights by "
+                             f"{diff:.2e} (> {PROBE_TOLERANCE}): not a BERT encoder as the Model Garden builds it "
+                             "(tanh GELU, LayerNorm epsilon 1e-12, post-LayerNorm)")
