@@ -29,7 +29,8 @@ Formats read by `from_pretrained`:
   `bert_tf.model.keras_hub_preset`, which also writes them (`bert_tf.save_keras_hub_preset`).
 * ``"model_garden"``: a TF Model Garden TF2 BERT checkpoint (object-based, ``encoder/layer_with_weights-N/...``)
   with its ``bert_config.json`` and ``vocab.txt``; ``"tfhub"``: a TF Hub BERT encoder SavedModel
-  (``saved_model.pb``, ``assets/vocab.txt``), checked against our encoder on a probe batch (`bert_tf.model.model_garden`).
+  (``saved_model.pb``, ``assets/vocab.txt``), checked against our encoder on a probe batch
+  (`bert_tf.model.model_garden`).
 
 Missing encoder weights are an error listing their names (never a silent random
 init); non-encoder weights are returned in ``Pretrained.extra_weights`` (and

@@ -243,7 +243,7 @@ def keras_hub_tokenizer(vocabulary, lower_case):
 
 
 def _classifier_task(model, allow_gelu_tanh):
-    """A `keras_hub.models.BertTextClassifier` equal to a `BertClassifier` (same head, preprocessor, sequence length)."""
+    """A `keras_hub.models.BertTextClassifier` equal to a `BertClassifier` (head, preprocessor, sequence length)."""
     if type(model) is not BertClassifier:
         raise ValueError(f"{type(model).__name__}: no keras-hub task's head maps one to one onto it; save its "
                          "encoder instead (save_keras_hub_preset(model.encoder, dir, vocab_file=..., lower_case=...))")

@@ -34,7 +34,8 @@ PROBE_TOLERANCE = 1e-4
 _BLOCK = [
     *[(f"attention/self/{part}/{leaf}", f"_attention_layer/_{part}_dense/{leaf}", f"self_attention/{part}/{leaf}")
       for part in ("query", "key", "value") for leaf in ("kernel", "bias")],
-    ("attention/output/dense/kernel", "_attention_layer/_output_dense/kernel", "self_attention/attention_output/kernel"),
+    ("attention/output/dense/kernel", "_attention_layer/_output_dense/kernel",
+     "self_attention/attention_output/kernel"),
     ("attention/output/dense/bias", "_attention_layer/_output_dense/bias", "self_attention/attention_output/bias"),
     ("attention/output/LayerNorm/gamma", "_attention_layer_norm/gamma", "self_attention_layer_norm/gamma"),
     ("attention/output/LayerNorm/beta", "_attention_layer_norm/beta", "self_attention_layer_norm/beta"),
@@ -101,8 +102,8 @@ def checkpoint_weights(raw, source):
     if root is None:
         raise ValueError(f"{source}: a TF2 object-based checkpoint but {expected}; found e.g. {sorted(stripped)[:5]}")
     values = {name[len(root) + 1:]: v for name, v in stripped.items() if name.startswith(root + "/")}
-    layers = {int(m.group(1)) for name in values for m in [re.match(r"layer_with_weights-(\d+)/_attention_layer/", name)]
-              if m}
+    block = re.compile(r"layer_with_weights-(\d+)/_attention_layer/")
+    layers = {int(m.group(1)) for name in values for m in [block.match(name)] if m}
     if not layers or layers != set(range(4, 4 + len(layers))):
         raise ValueError(f"{source}: {expected}; transformer layers found at positions {sorted(layers)} "
                          "(an embedding projection or another encoder type?)")
