@@ -33,6 +33,14 @@ Sampling rules are Google's, on wordpiece ids from `bert_tf.BertPreprocessor`
   word masking, a `##` piece joins the previous piece's group and groups that
   would overflow `num_to_predict` are skipped.
 
+Beyond Google's rules (flags; Google's stays the default): `nsp=False` makes
+one-segment instances for MLM-only training (`pack_documents`: the documents'
+sentences run on, a [SEP] between documents, cut into full-length chunks);
+`word_segmenter` (`bert_tf.text.word_segmentation`, e.g. jieba) makes
+whole-word masking group the characters of one segmenter word, as Chinese
+BERT-wwm does. The rules themselves live in `bert_tf.pretraining.sampling`
+(pure Python), which the worker processes import alone.
+
 Where this deviates from Google's tool, and why: Google loads the whole corpus,
 makes `dupe_factor` passes over all documents, draws random-next documents from
 the whole corpus and shuffles all instances in memory -- memory grows with
