@@ -192,3 +192,25 @@ def test_finetune_on_hellaswag_trains_evaluates_predicts_and_exports(minilm_dir,
                                  question=tf.constant([e.question for e in test]),
                                  options=tf.constant([list(e.options) for e in test]))
     assert out["choice"].numpy().tolist() == [p["choice"] for p in predictions]
+
+
+def test_served_over_rest_with_an_options_matrix(minilm_choice, exported):
+    """serving/server.py (TF Serving's REST protocol) takes `options` as a [B, N] string matrix, rows padded
+    with "" (which get no probability)."""
+    import urllib.request
+
+    from serving.testing import ServerProcess
+
+    want = minilm_choice.choose(CONTEXTS, QUESTIONS, OPTIONS)
+    srv = ServerProcess(["--model_name=mc", f"--model_base_path={os.path.dirname(exported)}"], ready_model="mc")
+    try:
+        body = {"instances": [{"context": c, "question": q, "options": o}
+                              for c, q, o in zip(CONTEXTS, QUESTIONS, OPTIONS)]}
+        request = urllib.request.Request(f"http://{srv.rest_address}/v1/models/mc:predict",
+                                         data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=120) as r:
+            got = json.loads(r.read())["predictions"]
+    finally:
+        srv.terminate()
+    np.testing.assert_allclose([g["probabilities"] for g in got], want["probabilities"].numpy(), atol=1e-5)
+    assert [g["choice"] for g in got] == want["choice"].numpy().tolist()
