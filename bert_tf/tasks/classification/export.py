@@ -23,6 +23,10 @@ session-based loader accepts):
 * ``encode``: ``text`` -> ``pooled_output`` [B, H], ``sequence_output``
   [B, T, H], ``input_mask`` [B, T] (T = padded length of this batch).
 
+A windowed classifier (``max_windows`` > 1) classifies each text of ``serving_default`` and ``classify``/
+``regress`` over its sliding windows (one prediction per document, the window logits pooled); ``predict_pairs``
+and ``encode`` read the first window, and the metadata records ``max_windows``, ``doc_stride``, ``window_pooling``.
+
 ``assets.extra/tf_serving_warmup_requests`` holds warmup `PredictionLog`
 records for every signature, and ``assets.extra/bert_tf_export.json`` (the
 export's one metadata record) the labels, task kind and preprocessing settings. Before the rename the export is
@@ -52,9 +56,13 @@ def _classifier_endpoints(model, pre):
     def logits_of(features):
         return tf.cast(model(features, training=False), tf.float32)
 
+    def text_features(text):
+        """One text per document: its sliding windows for a windowed model, else the truncated packing."""
+        return model.window_features(text, pre)[0] if model.is_windowed else pre(text)
+
     @tf.function(input_signature=[text_spec])
     def serving_default(text):
-        return model.outputs_from_logits(logits_of(pre(text)))
+        return model.outputs_from_logits(logits_of(text_features(text)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
                                   tf.TensorSpec([None], tf.string, name="text_b")])
@@ -64,7 +72,7 @@ def _classifier_endpoints(model, pre):
     def from_examples(inputs):
         feats = tf.io.parse_example(inputs, example_spec)
         segments = [feats[k] for k in feature_names]
-        return logits_of(pre(segments if model.is_pair else segments[0]))
+        return logits_of(pre(segments) if model.is_pair else text_features(segments[0]))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def classify(inputs):
@@ -136,6 +144,8 @@ def export_classifier(model, export_base, version=None, task=None, pad_to_multip
         "lower_case": pre.lower_case,
         "dynamic_padding": True,
         "pad_to_multiple_of": pad_to_multiple_of,
+        **({"max_windows": model.max_windows, "doc_stride": model.doc_stride,
+            "window_pooling": model.window_pooling} if model.is_windowed else {}),
         **(extra_metadata or {}),
     }
     return export_signatures(export_base, endpoints, _classifier_warmup(model, texts), metadata, version=version,

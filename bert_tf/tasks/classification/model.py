@@ -40,6 +40,8 @@ import tensorflow as tf
 from bert_tf.model.task_model import BertTaskModel
 from bert_tf.tasks.classification import export as export_lib
 from bert_tf.tasks.classification import litert
+from bert_tf.tasks.classification import windows as windows_lib
+from bert_tf.text.packer import INPUT_KEYS
 
 
 def _is_text(inputs):
@@ -73,6 +75,14 @@ class BertClassifier(BertTaskModel):
         ``hidden_dropout_prob``, else 0.1).
       initializer_range: stddev of the head's truncated-normal kernel
         initializer (``None``: the encoder's ``initializer_range``, else 0.02).
+      max_windows: single-text models only: > 1 classifies a text longer than the
+        preprocessor's ``seq_length`` over up to this many sliding windows
+        (`bert_tf.tasks.classification.windows`); 1 (default): the first window only (truncation).
+      doc_stride: wordpieces between window starts (required with ``max_windows > 1``, 0 otherwise).
+      window_pooling: ``mean`` or ``max`` of the window logits of a document.
+
+    Windowed models take text, or features ``[B, W, T]`` (one row of windows per document,
+    `windows.window_features`); features ``[B, T]`` are classified row by row as always.
 
     Call: ``model(inputs, training=False)`` -> float32 logits ``[B, num_classes]``.
     ``model.outputs_from_logits(logits)`` -> what a user wants: ``probabilities``,
@@ -103,7 +113,7 @@ class BertClassifier(BertTaskModel):
     has_litert_export = True
 
     def __init__(self, encoder, preprocessor=None, num_classes=2, labels=None, is_pair=False, dropout_rate=None,
-                 initializer_range=None, **kwargs):
+                 initializer_range=None, max_windows=1, doc_stride=0, window_pooling="mean", **kwargs):
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = regression), got {num_classes}")
@@ -120,6 +130,24 @@ class BertClassifier(BertTaskModel):
         self.num_classes = num_classes
         self.labels = labels
         self.is_pair = bool(is_pair)
+        self.max_windows, self.doc_stride, self.window_pooling = int(max_windows), int(doc_stride), window_pooling
+        if self.is_windowed:
+            if self.is_pair:
+                raise ValueError("max_windows > 1 (sliding windows) is for single-text models, not pairs")
+            if preprocessor is None:
+                raise ValueError("max_windows > 1 needs the preprocessor (it cuts the windows)")
+        windows_lib.check_windowing(preprocessor.seq_length if preprocessor is not None else 2 + self.doc_stride,
+                                    self.doc_stride, self.max_windows, self.window_pooling)
+
+    @property
+    def is_windowed(self):
+        """Texts are classified over several sliding windows (`max_windows` > 1)."""
+        return self.max_windows > 1
+
+    def window_features(self, texts, preprocessor=None):
+        """Texts [B] -> (window features int32 [B, W, T], windows each whole text needs [B])."""
+        return windows_lib.window_features(preprocessor or self.preprocessor, texts, self.doc_stride,
+                                           self.max_windows)
 
     @property
     def is_regression(self):
@@ -135,12 +163,31 @@ class BertClassifier(BertTaskModel):
                              "or feed the dict of input_word_ids/input_mask/input_type_ids")
         if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
             inputs = inputs[0]
+        if self.is_windowed:
+            return self.window_features(inputs)[0]
         return self.preprocessor(inputs)
 
     def call(self, inputs, training=None):
-        outputs = self.encode(self.preprocess(inputs), training=training)
+        features = self.preprocess(inputs)
+        if len(features["input_word_ids"].shape) == 3:
+            return self._pooled_window_logits(features, training)
+        return self._row_logits(features, training)
+
+    def _row_logits(self, features, training):
+        outputs = self.encode(features, training=training)
         x = self.dropout(outputs["pooled_output"], training=training)
         return keras.ops.cast(self.head(x), "float32")
+
+    def _pooled_window_logits(self, features, training):
+        """Features [B, W, T] -> document logits [B, C]: only real windows are encoded, then pooled."""
+        shape = tf.shape(features["input_word_ids"])
+        valid = windows_lib.valid_windows(features["input_mask"])
+        rows = tf.cast(tf.where(tf.reshape(valid, [-1])), tf.int32)  # [N, 1] positions of real windows in [B * W]
+        flat = {k: tf.gather_nd(tf.reshape(features[k], [-1, shape[2]]), rows) for k in INPUT_KEYS}
+        logits = self._row_logits(flat, training)
+        window_logits = tf.scatter_nd(rows, logits, tf.stack([shape[0] * shape[1], self.num_classes]))
+        window_logits = tf.reshape(window_logits, [shape[0], shape[1], self.num_classes])
+        return windows_lib.pool_window_logits(window_logits, valid, self.window_pooling)
 
     # --------------------------------------------------------------- outputs
     def outputs_from_logits(self, logits):
@@ -165,6 +212,9 @@ class BertClassifier(BertTaskModel):
         """
         if self.preprocessor is None:
             raise ValueError("text_model() needs a BertClassifier built with preprocessor=")
+        if self.is_windowed:
+            raise ValueError("text_model() truncates to one window; a windowed classifier (max_windows > 1) takes "
+                             "text directly (model(texts)) or serves through model.export")
         if pair:
             inputs = [keras.Input(shape=(), dtype="string", name="text_a"),
                       keras.Input(shape=(), dtype="string", name="text_b")]
@@ -205,6 +255,9 @@ class BertClassifier(BertTaskModel):
 
     def export_litert(self, export_dir, precision="int8", representative_texts=None, task=None):
         """The .tflite (`bert_tf.tasks.classification.litert`); pair models calibrate on (a, b) pairs."""
+        if self.is_windowed:
+            raise ValueError("the LiteRT export reads one window per text; a windowed classifier (max_windows > 1) "
+                             "exports for serving with model.export")
         return litert.export_litert(self, export_dir, precision=precision,
                                     representative_texts=representative_texts, task=task)
 
@@ -212,4 +265,7 @@ class BertClassifier(BertTaskModel):
     def get_config(self):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "labels": self.labels, "is_pair": self.is_pair})
+        if self.is_windowed:  # a truncating model's config stays what it always was
+            config.update({"max_windows": self.max_windows, "doc_stride": self.doc_stride,
+                           "window_pooling": self.window_pooling})
         return config

@@ -33,13 +33,17 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.classification import metrics as metrics_lib
 from bert_tf.tasks.classification.model import BertClassifier
 from bert_tf.tasks.classification.multi_label_task import THRESHOLD_CHOICES, MultiLabelTask
 from bert_tf.tasks.classification.text_task import TextDataTask
+from bert_tf.tasks.classification import windows as windows_lib
+from bert_tf.tasks.classification.windows import POOLINGS
 from bert_tf.tasks.base import data_dir_setting, strict_setting
+from bert_tf.text.batches import bucketed_batches, ordered_batches
 from bert_tf.training.settings import ConfigError, setting
 
 
@@ -63,6 +67,14 @@ class SentencePredictionConfig:
     threshold_tuning: str = setting("per_label", "--multi_label: the decision thresholds the model keeps after "
                                                  "tuning on dev: one per label, one global, or none (0.5).",
                                     choices=THRESHOLD_CHOICES)
+    max_windows: int = setting(1, "Single-text tasks: > 1 classifies a text longer than --max_seq_length over up to "
+                                  "this many sliding windows (window logits pooled per document; a longer text "
+                                  "keeps its first max_windows windows, counted in the eval results as "
+                                  "documents_over_max_windows). 1: truncate to the first window.")
+    doc_stride: int = setting(0, "With --max_windows > 1: wordpieces between the starts of consecutive windows "
+                                 "(1 .. max_seq_length - 2; smaller = more overlap).")
+    window_pooling: str = setting("mean", "With --max_windows > 1: how the window logits of a document are pooled.",
+                                  choices=POOLINGS)
 
 
 class SentencePredictionTask(TextDataTask):
@@ -77,23 +89,47 @@ class SentencePredictionTask(TextDataTask):
     model_class = BertClassifier
     config_class = SentencePredictionConfig
 
+    def __init__(self, data, labels=None, max_windows=1, doc_stride=0, window_pooling="mean"):
+        super().__init__(data, labels)
+        if int(max_windows) > 1 and data.is_pair:
+            raise ConfigError(f"--max_windows={max_windows}: sliding windows classify single texts; {data.name} "
+                              "is a pair task")
+        self.windowing = dict(max_windows=int(max_windows), doc_stride=int(doc_stride),
+                              window_pooling=window_pooling)
+
     @classmethod
     def from_config(cls, name, config):
         if not config.data_dir:
             raise ConfigError("--data_dir is required")
         name = glue.canonical_task_name(name)
         if config.multi_label:
+            if config.max_windows > 1:
+                raise ConfigError("--max_windows > 1 is not implemented for --multi_label")
             return MultiLabelTask.from_config(name, config)
         options = {}
         if name in ("tsv", "csv"):
             options = dict(text_column=config.text_column, text_b_column=config.text_b_column,
                            label_column=config.label_column, labels=config.labels, regression=config.regression)
-        return cls(glue.get_task(name, config.data_dir, strict=config.strict, **options))
+        return cls(glue.get_task(name, config.data_dir, strict=config.strict, **options),
+                   max_windows=config.max_windows, doc_stride=config.doc_stride,
+                   window_pooling=config.window_pooling)
 
     def check(self, run_config):
         if self.name == "ax" and run_config.do_train:
             raise ConfigError("--task=ax is GLUE's unlabelled diagnostic set: train on --task=mnli (whose "
                               "--do_predict also writes AX.tsv) or use --task=ax with --do_predict only")
+        try:
+            windows_lib.check_windowing(run_config.max_seq_length or self.default_max_seq_length,
+                                        **self.windowing)
+        except ValueError as e:
+            raise ConfigError(f"--task={self.name}: {e}") from e
+        if self.is_windowed and run_config.litert_export_dir:
+            raise ConfigError("--max_windows > 1: the LiteRT export reads one window per text; drop "
+                              "--litert_export_dir (--export_dir serves the windowed model)")
+
+    @property
+    def is_windowed(self):
+        return self.windowing["max_windows"] > 1
 
     def _label_column(self, examples):
         labelled = bool(examples) and examples[0].label is not None
@@ -107,16 +143,62 @@ class SentencePredictionTask(TextDataTask):
         """A built `BertClassifier` for this task's labels and kind, holding `preprocessor`."""
         if saved_config is not None and self._labels is None:
             self._labels = saved_config.get("labels")
-        model = BertClassifier(encoder, preprocessor, num_classes=self.data.num_classes, labels=self.labels,
-                               is_pair=self.data.is_pair, dropout_rate=dropout_rate)
+        try:
+            model = BertClassifier(encoder, preprocessor, num_classes=self.data.num_classes, labels=self.labels,
+                                   is_pair=self.data.is_pair, dropout_rate=dropout_rate, **self.windowing)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         model.build()
         if saved_config is not None:
-            kind = {k: model.get_config()[k] for k in ("num_classes", "labels", "is_pair")}
+            kind = {k: model.get_config().get(k) for k in ("num_classes", "labels", "is_pair", "max_windows",
+                                                           "doc_stride", "window_pooling")}
             before = {k: saved_config.get(k) for k in kind}
             if kind != before:
                 raise ValueError(f"the model directory holds a model with {before}, but the task {self.name} "
                                  f"now has {kind}; use a fresh --model_dir")
         return model
+
+    # ----------------------------------------------------------- windows
+    def _window_featurizer(self, model, preprocessor):
+        def featurize(batch):
+            return model.window_features(batch["text_a"], preprocessor)[0], batch["label"]
+
+        return featurize
+
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+                            input_context=None, shuffle_batches=True):
+        if not model.is_windowed:
+            return super().build_train_dataset(model, examples, batch_size, seed=seed, bucket_window=bucket_window,
+                                               dynamic_padding=dynamic_padding, input_context=input_context,
+                                               shuffle_batches=shuffle_batches)
+        columns, labelled = self._columns(examples)
+        if not labelled:
+            raise ValueError("training examples have no labels")
+        preprocessor = model.preprocessor.with_padding(dynamic_padding=dynamic_padding)
+        # Documents are not length-bucketed: each batch pads to its own most windows and longest window.
+        return bucketed_batches(columns, self._window_featurizer(model, preprocessor), batch_size, seed=seed,
+                                bucket_window=1, dynamic_padding=False, input_context=input_context,
+                                shuffle_batches=shuffle_batches, per_token_labels=False)
+
+    def build_eval_dataset(self, model, examples, batch_size):
+        if not model.is_windowed:
+            return super().build_eval_dataset(model, examples, batch_size)
+        columns, _ = self._columns(examples)
+        preprocessor = model.preprocessor.with_padding(dynamic_padding=True)
+        return ordered_batches(columns, self._window_featurizer(model, preprocessor), batch_size,
+                               lengths=[len(e.text_a) for e in examples])
+
+    def _feature_rank(self, model):
+        return 3 if model.is_windowed else 2
+
+    @staticmethod
+    def windows_needed(model, texts, batch_size=256):
+        """NumPy int32 [N]: the windows each whole text needs (more than `model.max_windows`: partly unread)."""
+        counts = []
+        for i in range(0, len(texts), batch_size):
+            _, lengths = model.preprocessor.tokenizer.tokenize_dense(tf.constant(texts[i:i + batch_size]), width=1)
+            counts.append(windows_lib.windows_needed(lengths, model.preprocessor.seq_length, model.doc_stride))
+        return np.concatenate([c.numpy() for c in counts]) if counts else np.zeros([0], np.int32)
 
     # ----------------------------------------------------------- steps
     def compute_loss(self, model, batch, training):
@@ -135,11 +217,18 @@ class SentencePredictionTask(TextDataTask):
         outputs = self.predict_logits(model, examples, batch_size, strategy)
         served = model.outputs_from_logits(outputs["logits"])
         outputs["predictions"] = np.asarray(served["predictions" if model.is_regression else "class_ids"])
+        if model.is_windowed:
+            outputs["windows_needed"] = self.windows_needed(model, [e.text_a for e in examples])
         return outputs
 
     def metrics(self, examples, outputs):
-        return metrics_lib.task_metrics(self.name, outputs["predictions"], outputs["labels"],
-                                        regression=self.data.is_regression)
+        results = metrics_lib.task_metrics(self.name, outputs["predictions"], outputs["labels"],
+                                           regression=self.data.is_regression)
+        if "windows_needed" in outputs:  # the documents whose tail past max_windows windows was not read
+            needed = np.asarray(outputs["windows_needed"])
+            results["documents_over_max_windows"] = int(np.sum(needed > self.windowing["max_windows"]))
+            results["mean_windows_needed"] = float(np.mean(needed)) if needed.size else 0.0
+        return results
 
     def degenerate_predictions(self, examples, outputs):
         predictions, labels = np.asarray(outputs["predictions"]), np.asarray(outputs["labels"])

@@ -104,9 +104,14 @@ class TextDataTask(FinetuningTask):
         """`{"logits", "labels"}` NumPy arrays in example order (one traced predictor per model)."""
         key = (id(model), id(strategy))
         if key not in self._predictors:
-            self._predictors = {key: token_id_predictor(model, strategy)}
+            self._predictors = {key: token_id_predictor(model, strategy, rank=self._feature_rank(model))}
         outputs = self._predictors[key](self.build_eval_dataset(model, examples, batch_size))
         return in_example_order(outputs, len(examples))
+
+    def _feature_rank(self, model):
+        """Rank of the token-id features the model is fed (2: [B, T]; a subclass may feed [B, W, T])."""
+        del model
+        return 2
 
     def representative_texts(self, n, seed=0, split="train"):
         """`n` texts of `split` (pairs for pair tasks) in file order, a fixed random sample: int8 calibration."""

@@ -1,0 +1,81 @@
+"""Sliding windows over texts longer than the model's window, and pooling of the window logits per document.
+
+A single text's wordpieces are cut into windows of ``seq_length - 2`` pieces whose starts are ``doc_stride``
+pieces apart (window ``w`` covers pieces ``[w * doc_stride, w * doc_stride + seq_length - 2)``), each packed as
+``[CLS] window [SEP]``. A document needs ``1 + ceil(max(n - (seq_length - 2), 0) / doc_stride)`` windows for
+``n`` pieces; it keeps at most ``max_windows`` of them (the first ones: the rest of a longer document is not
+read, and `windows_needed` lets the caller count such documents). With ``max_windows=1`` the one window is
+exactly the preprocessor's own truncation.
+
+Features are int32 ``[B, W, T]``: ``W`` is the most windows a document of this batch keeps (<= ``max_windows``),
+``T`` the packed length. Windows past a document's own count are all zero (``input_mask`` 0 everywhere), which
+is how the model tells them apart (`valid_windows`). Only plain TF ops: the exports stay servable by TF Serving
+2.12+.
+"""
+
+import tensorflow as tf
+
+from bert_tf.text.packer import INPUT_KEYS
+
+POOLINGS = ("mean", "max")
+
+
+def check_windowing(seq_length, doc_stride, max_windows, window_pooling):
+    """Raises ValueError for settings that cannot window documents of `seq_length`-piece windows."""
+    if int(max_windows) < 1:
+        raise ValueError(f"max_windows must be >= 1 (1 = truncate to the first window), got {max_windows}")
+    if window_pooling not in POOLINGS:
+        raise ValueError(f"window_pooling must be one of {POOLINGS}, got {window_pooling!r}")
+    if int(max_windows) == 1:
+        if int(doc_stride) != 0:
+            raise ValueError(f"doc_stride={doc_stride} has no effect with max_windows=1; give max_windows > 1 "
+                             "to classify long documents over several windows")
+        return
+    body = int(seq_length) - 2
+    if not 1 <= int(doc_stride) <= body:
+        raise ValueError(f"doc_stride must be in [1, seq_length - 2 = {body}] with max_windows={max_windows} "
+                         f"(windows must overlap or touch), got {doc_stride}")
+
+
+def windows_needed(lengths, seq_length, doc_stride):
+    """Wordpiece counts [B] -> int32 [B]: the windows covering each whole document (before `max_windows`)."""
+    extra = tf.maximum(tf.cast(lengths, tf.int32) - (seq_length - 2), 0)
+    return 1 + (extra + doc_stride - 1) // doc_stride
+
+
+def window_features(preprocessor, texts, doc_stride, max_windows):
+    """Texts [B] -> (features: dict of int32 [B, W, T], needed: int32 [B] windows each whole text needs)."""
+    texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
+    seq_length = preprocessor.seq_length
+    body = seq_length - 2
+    # Pieces past the last window a document may keep are never read: tokenize only that far.
+    width = (max_windows - 1) * doc_stride + body
+    ids, lengths = preprocessor.tokenizer.tokenize_dense(texts, width=width)
+    needed = windows_needed(lengths, seq_length, doc_stride)
+    kept = tf.minimum(needed, max_windows)
+    num_windows = tf.reduce_max(tf.concat([kept, [1]], 0))
+    starts = tf.range(num_windows, dtype=tf.int32) * doc_stride
+    positions = starts[:, tf.newaxis] + tf.range(body, dtype=tf.int32)[tf.newaxis, :]
+    pieces = tf.gather(ids, tf.minimum(positions, width - 1), axis=1)  # [B, W, body]
+    valid = tf.range(num_windows)[tf.newaxis, :] < kept[:, tf.newaxis]  # [B, W]
+    window_lengths = tf.where(valid, tf.clip_by_value(lengths[:, tf.newaxis] - starts[tf.newaxis, :], 0, body), 0)
+    batch = tf.shape(ids)[0]
+    packed = preprocessor.packer.pack_dense(tf.reshape(pieces, [-1, body]), tf.reshape(window_lengths, [-1]))
+    keep = tf.reshape(tf.cast(valid, tf.int32), [-1, 1])
+    features = {k: tf.reshape(packed[k] * keep, [batch, num_windows, -1]) for k in INPUT_KEYS}
+    return features, needed
+
+
+def valid_windows(input_mask):
+    """`input_mask` [B, W, T] -> bool [B, W]: the windows that hold a piece of a document."""
+    return input_mask[:, :, 0] > 0
+
+
+def pool_window_logits(logits, valid, pooling):
+    """Window logits [B, W, C] and `valid` [B, W] -> document logits [B, C] (mean or max over its windows)."""
+    valid = tf.cast(valid, logits.dtype)[:, :, tf.newaxis]
+    if pooling == "mean":
+        return tf.reduce_sum(logits * valid, axis=1) / tf.maximum(tf.reduce_sum(valid, axis=1), 1.0)
+    if pooling == "max":
+        return tf.reduce_max(tf.where(valid > 0, logits, tf.fill(tf.shape(logits), logits.dtype.min)), axis=1)
+    raise ValueError(f"window_pooling must be one of {POOLINGS}, got {pooling!r}")
