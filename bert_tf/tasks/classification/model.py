@@ -78,7 +78,7 @@ class BertClassifier(BertTaskModel):
       max_windows: single-text models only: > 1 classifies a text longer than the
         preprocessor's ``seq_length`` over up to this many sliding windows
         (`bert_tf.tasks.classification.windows`); 1 (default): the first window only (truncation).
-      doc_stride: wordpieces between window starts (required with ``max_windows > 1``, 0 otherwise).
+      window_stride: wordpieces between window starts (required with ``max_windows > 1``, 0 otherwise).
       window_pooling: ``mean`` or ``max`` of the window logits of a document.
 
     Windowed models take text, or features ``[B, W, T]`` (one row of windows per document,
@@ -113,7 +113,7 @@ class BertClassifier(BertTaskModel):
     has_litert_export = True
 
     def __init__(self, encoder, preprocessor=None, num_classes=2, labels=None, is_pair=False, dropout_rate=None,
-                 initializer_range=None, max_windows=1, doc_stride=0, window_pooling="mean", **kwargs):
+                 initializer_range=None, max_windows=1, window_stride=0, window_pooling="mean", **kwargs):
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = regression), got {num_classes}")
@@ -130,14 +130,14 @@ class BertClassifier(BertTaskModel):
         self.num_classes = num_classes
         self.labels = labels
         self.is_pair = bool(is_pair)
-        self.max_windows, self.doc_stride, self.window_pooling = int(max_windows), int(doc_stride), window_pooling
+        self.max_windows, self.window_stride, self.window_pooling = int(max_windows), int(window_stride), window_pooling
         if self.is_windowed:
             if self.is_pair:
                 raise ValueError("max_windows > 1 (sliding windows) is for single-text models, not pairs")
             if preprocessor is None:
                 raise ValueError("max_windows > 1 needs the preprocessor (it cuts the windows)")
-        windows_lib.check_windowing(preprocessor.seq_length if preprocessor is not None else 2 + self.doc_stride,
-                                    self.doc_stride, self.max_windows, self.window_pooling)
+        windows_lib.check_windowing(preprocessor.seq_length if preprocessor is not None else 2 + self.window_stride,
+                                    self.window_stride, self.max_windows, self.window_pooling)
 
     @property
     def is_windowed(self):
@@ -146,7 +146,7 @@ class BertClassifier(BertTaskModel):
 
     def window_features(self, texts, preprocessor=None):
         """Texts [B] -> (window features int32 [B, W, T], windows each whole text needs [B])."""
-        return windows_lib.window_features(preprocessor or self.preprocessor, texts, self.doc_stride,
+        return windows_lib.window_features(preprocessor or self.preprocessor, texts, self.window_stride,
                                            self.max_windows)
 
     @property
@@ -266,6 +266,6 @@ class BertClassifier(BertTaskModel):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "labels": self.labels, "is_pair": self.is_pair})
         if self.is_windowed:  # a truncating model's config stays what it always was
-            config.update({"max_windows": self.max_windows, "doc_stride": self.doc_stride,
+            config.update({"max_windows": self.max_windows, "window_stride": self.window_stride,
                            "window_pooling": self.window_pooling})
         return config

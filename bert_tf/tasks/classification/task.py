@@ -71,7 +71,7 @@ class SentencePredictionConfig:
                                   "this many sliding windows (window logits pooled per document; a longer text "
                                   "keeps its first max_windows windows, counted in the eval results as "
                                   "documents_over_max_windows). 1: truncate to the first window.")
-    doc_stride: int = setting(0, "With --max_windows > 1: wordpieces between the starts of consecutive windows "
+    window_stride: int = setting(0, "With --max_windows > 1: wordpieces between the starts of consecutive windows "
                                  "(1 .. max_seq_length - 2; smaller = more overlap).")
     window_pooling: str = setting("mean", "With --max_windows > 1: how the window logits of a document are pooled.",
                                   choices=POOLINGS)
@@ -89,12 +89,12 @@ class SentencePredictionTask(TextDataTask):
     model_class = BertClassifier
     config_class = SentencePredictionConfig
 
-    def __init__(self, data, labels=None, max_windows=1, doc_stride=0, window_pooling="mean"):
+    def __init__(self, data, labels=None, max_windows=1, window_stride=0, window_pooling="mean"):
         super().__init__(data, labels)
         if int(max_windows) > 1 and data.is_pair:
             raise ConfigError(f"--max_windows={max_windows}: sliding windows classify single texts; {data.name} "
                               "is a pair task")
-        self.windowing = dict(max_windows=int(max_windows), doc_stride=int(doc_stride),
+        self.windowing = dict(max_windows=int(max_windows), window_stride=int(window_stride),
                               window_pooling=window_pooling)
 
     @classmethod
@@ -111,7 +111,7 @@ class SentencePredictionTask(TextDataTask):
             options = dict(text_column=config.text_column, text_b_column=config.text_b_column,
                            label_column=config.label_column, labels=config.labels, regression=config.regression)
         return cls(glue.get_task(name, config.data_dir, strict=config.strict, **options),
-                   max_windows=config.max_windows, doc_stride=config.doc_stride,
+                   max_windows=config.max_windows, window_stride=config.window_stride,
                    window_pooling=config.window_pooling)
 
     def check(self, run_config):
@@ -151,7 +151,7 @@ class SentencePredictionTask(TextDataTask):
         model.build()
         if saved_config is not None:
             kind = {k: model.get_config().get(k) for k in ("num_classes", "labels", "is_pair", "max_windows",
-                                                           "doc_stride", "window_pooling")}
+                                                           "window_stride", "window_pooling")}
             before = {k: saved_config.get(k) for k in kind}
             if kind != before:
                 raise ValueError(f"the model directory holds a model with {before}, but the task {self.name} "
@@ -197,7 +197,7 @@ class SentencePredictionTask(TextDataTask):
         counts = []
         for i in range(0, len(texts), batch_size):
             _, lengths = model.preprocessor.tokenizer.tokenize_dense(tf.constant(texts[i:i + batch_size]), width=1)
-            counts.append(windows_lib.windows_needed(lengths, model.preprocessor.seq_length, model.doc_stride))
+            counts.append(windows_lib.windows_needed(lengths, model.preprocessor.seq_length, model.window_stride))
         return np.concatenate([c.numpy() for c in counts]) if counts else np.zeros([0], np.int32)
 
     # ----------------------------------------------------------- steps

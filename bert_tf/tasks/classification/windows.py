@@ -1,8 +1,8 @@
 """Sliding windows over texts longer than the model's window, and pooling of the window logits per document.
 
-A single text's wordpieces are cut into windows of ``seq_length - 2`` pieces whose starts are ``doc_stride``
-pieces apart (window ``w`` covers pieces ``[w * doc_stride, w * doc_stride + seq_length - 2)``), each packed as
-``[CLS] window [SEP]``. A document needs ``1 + ceil(max(n - (seq_length - 2), 0) / doc_stride)`` windows for
+A single text's wordpieces are cut into windows of ``seq_length - 2`` pieces whose starts are ``window_stride``
+pieces apart (window ``w`` covers pieces ``[w * window_stride, w * window_stride + seq_length - 2)``), each packed as
+``[CLS] window [SEP]``. A document needs ``1 + ceil(max(n - (seq_length - 2), 0) / window_stride)`` windows for
 ``n`` pieces; it keeps at most ``max_windows`` of them (the first ones: the rest of a longer document is not
 read, and `windows_needed` lets the caller count such documents). With ``max_windows=1`` the one window is
 exactly the preprocessor's own truncation.
@@ -20,41 +20,41 @@ from bert_tf.text.packer import INPUT_KEYS
 POOLINGS = ("mean", "max")
 
 
-def check_windowing(seq_length, doc_stride, max_windows, window_pooling):
+def check_windowing(seq_length, window_stride, max_windows, window_pooling):
     """Raises ValueError for settings that cannot window documents of `seq_length`-piece windows."""
     if int(max_windows) < 1:
         raise ValueError(f"max_windows must be >= 1 (1 = truncate to the first window), got {max_windows}")
     if window_pooling not in POOLINGS:
         raise ValueError(f"window_pooling must be one of {POOLINGS}, got {window_pooling!r}")
     if int(max_windows) == 1:
-        if int(doc_stride) != 0:
-            raise ValueError(f"doc_stride={doc_stride} has no effect with max_windows=1; give max_windows > 1 "
+        if int(window_stride) != 0:
+            raise ValueError(f"window_stride={window_stride} has no effect with max_windows=1; give max_windows > 1 "
                              "to classify long documents over several windows")
         return
     body = int(seq_length) - 2
-    if not 1 <= int(doc_stride) <= body:
-        raise ValueError(f"doc_stride must be in [1, seq_length - 2 = {body}] with max_windows={max_windows} "
-                         f"(windows must overlap or touch), got {doc_stride}")
+    if not 1 <= int(window_stride) <= body:
+        raise ValueError(f"window_stride must be in [1, seq_length - 2 = {body}] with max_windows={max_windows} "
+                         f"(windows must overlap or touch), got {window_stride}")
 
 
-def windows_needed(lengths, seq_length, doc_stride):
+def windows_needed(lengths, seq_length, window_stride):
     """Wordpiece counts [B] -> int32 [B]: the windows covering each whole document (before `max_windows`)."""
     extra = tf.maximum(tf.cast(lengths, tf.int32) - (seq_length - 2), 0)
-    return 1 + (extra + doc_stride - 1) // doc_stride
+    return 1 + (extra + window_stride - 1) // window_stride
 
 
-def window_features(preprocessor, texts, doc_stride, max_windows):
+def window_features(preprocessor, texts, window_stride, max_windows):
     """Texts [B] -> (features: dict of int32 [B, W, T], needed: int32 [B] windows each whole text needs)."""
     texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
     seq_length = preprocessor.seq_length
     body = seq_length - 2
     # Pieces past the last window a document may keep are never read: tokenize only that far.
-    width = (max_windows - 1) * doc_stride + body
+    width = (max_windows - 1) * window_stride + body
     ids, lengths = preprocessor.tokenizer.tokenize_dense(texts, width=width)
-    needed = windows_needed(lengths, seq_length, doc_stride)
+    needed = windows_needed(lengths, seq_length, window_stride)
     kept = tf.minimum(needed, max_windows)
     num_windows = tf.reduce_max(tf.concat([kept, [1]], 0))
-    starts = tf.range(num_windows, dtype=tf.int32) * doc_stride
+    starts = tf.range(num_windows, dtype=tf.int32) * window_stride
     positions = starts[:, tf.newaxis] + tf.range(body, dtype=tf.int32)[tf.newaxis, :]
     pieces = tf.gather(ids, tf.minimum(positions, width - 1), axis=1)  # [B, W, body]
     valid = tf.range(num_windows)[tf.newaxis, :] < kept[:, tf.newaxis]  # [B, W]
