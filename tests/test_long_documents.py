@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
+from absl import flags
 
 import bert_tf
 from bert_tf.export.saved_model import read_metadata
@@ -17,6 +18,8 @@ from bert_tf.export.serving_ops import check_serving_ops
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.classification import windows
 from bert_tf.tasks.classification.task import SentencePredictionConfig, SentencePredictionTask
+from bert_tf.tasks import TASKS
+from bert_tf.training import finetuning, settings
 from bert_tf.training.settings import ConfigError
 from fixtures import datasets
 
@@ -186,3 +189,15 @@ def test_bad_settings_are_errors(preprocessor, tmp_path):
     config = SentencePredictionConfig(data_dir=str(tmp_path), multi_label=True, max_windows=2, window_stride=8)
     with pytest.raises(ConfigError, match="multi_label"):
         SentencePredictionTask.from_config("tsv", config)
+
+
+def test_flags_of_every_task_define_together_and_read_back():
+    """The settings are flags beside every other task's (a name clash, e.g. with SQuAD's --doc_stride, fails)."""
+    flag_values = flags.FlagValues()
+    settings.define_flags(finetuning.FinetuneConfig, *{cls.config_class for cls in TASKS.values()},
+                          flag_values=flag_values)
+    flag_values(["prog", "--max_windows=6", "--window_stride=40", "--window_pooling=max"])
+    config = settings.from_flags(SentencePredictionConfig, flag_values=flag_values)
+    assert (config.max_windows, config.window_stride, config.window_pooling) == (6, 40, "max")
+    with pytest.raises(flags.IllegalFlagValueError):
+        flag_values["window_pooling"].parse("attention")
