@@ -9,7 +9,7 @@ Example (a tiny random encoder on two labelled sentences):
 
 >>> import os, tempfile
 >>> import bert_tf
->>> from bert_tf import glue
+>>> from bert_tf.tasks.classification import data as glue
 >>> from bert_tf.tasks import SentencePredictionTask
 >>> d = tempfile.mkdtemp()
 >>> _ = open(os.path.join(d, "train.tsv"), "w").write("sentence\\tlabel\\ngood film\\tpos\\nbad film\\tneg\\n")
