@@ -18,6 +18,9 @@ HF4_STAMP := $(HF4_VENV)/.installed
 MG_VENV := .venv-mg
 MG_STAMP := $(MG_VENV)/.installed
 export BERT_TF_TF212_PYTHON ?= $(CURDIR)/$(TF212_VENV)/bin/python
+export BERT_TF_MG_PYTHON ?= $(CURDIR)/$(MG_VENV)/bin/python
+# Tests under Bazel share the real-data cache with `make test` (the one BERT_TF_CACHE names, else .cache/).
+export BERT_TF_CACHE ?= $(CURDIR)/.cache
 
 .PHONY: setup setup-tf212 setup-hf4 setup-mg model-garden-reference data check-sources test demo bench bazel-test clean
 
@@ -80,9 +83,9 @@ bench: setup setup-hf4 data
 # Bazel uses the venv's Python through PATH (see .bazelrc). BAZEL_TEST_FLAGS lets CI
 # skip the modules tagged slow, which `make test` has already run.
 BAZEL_TEST_FLAGS ?=
-bazel-test: setup setup-tf212 data
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel build //...
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERT_TF_CACHE="$(CURDIR)/.cache" bazel test $(BAZEL_TEST_FLAGS) //...
+bazel-test: setup setup-tf212 data model-garden-reference
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bazel build //...
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bazel test $(BAZEL_TEST_FLAGS) //...
 
 clean:
 	rm -rf $(VENV) $(TF212_VENV) $(HF4_VENV) $(MG_VENV) .cache bazel-*
