@@ -239,6 +239,9 @@ def main(argv):
             raise app.UsageError(f"--{name} is required")
     if FLAGS.input_format == "text" and not FLAGS.dynamic_masking:
         raise app.UsageError("--input_format=text needs --dynamic_masking")
+    if FLAGS.train_time_budget and FLAGS.strategy == "multi_worker":
+        raise app.UsageError("--train_time_budget is not supported with --strategy=multi_worker yet: each worker "
+                             "reads its own clock, and the workers must stop at the same step")
     if FLAGS.word_segmenter and not (FLAGS.do_whole_word_mask and FLAGS.input_format == "text"):
         raise app.UsageError("--word_segmenter needs --do_whole_word_mask and --input_format=text (records keep no "
                              "word boundaries; make static records with create_pretraining_data.py "

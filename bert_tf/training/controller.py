@@ -271,7 +271,8 @@ class Trainer:
             step = int(self.global_step.numpy())
             train_step.check_finite(out, step, self.model_dir)
             logs = self._report(meter, out, step, int(out["steps"]), seconds, result)
-            self._end_of_loop(step, logs, result)
+            if self._end_of_loop(step, logs, result):  # the last loop, checkpointed
+                break
             if self._stop_for_preemption(step, result):
                 break
 
@@ -284,8 +285,9 @@ class Trainer:
         result.metrics = {k: float(v) for k, v in out["metrics"].items()}
         return logs
 
-    def _end_of_loop(self, step: int, logs: dict, result: TrainResult):
-        """Evaluation, the scheduled checkpoint and the user's hook."""
+    def _end_of_loop(self, step: int, logs: dict, result: TrainResult) -> bool:
+        """Evaluation, the scheduled checkpoint and the user's hook; True after the last loop (decided once
+        here, so a time budget that runs out just after cannot end the run without its final checkpoint)."""
         last = self._finished(step)
         if last and step < self.num_train_steps:
             self._log(f"time budget of {self.time_budget.seconds:.0f} s used: stopping at global step {step}")
@@ -299,6 +301,7 @@ class Trainer:
             self._log(f"saved checkpoint {result.checkpoint}")
         if self.loop_end_fn is not None:
             self.loop_end_fn(self, step, logs)
+        return last
 
     def _stop_for_preemption(self, step: int, result: TrainResult) -> bool:
         """After SIGTERM on any worker: checkpoint this step and stop."""
