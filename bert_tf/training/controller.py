@@ -264,8 +264,9 @@ class Trainer:
         return self._checkpoints.save()
 
     def _run_loops(self, loop_fn, iterator, meter, result: TrainResult):
+        """Loops until `_end_of_loop` says the last one ran (`train` has checked that one is left)."""
         step = result.global_step
-        while not self._finished(step):
+        while True:
             num_steps = self._next_boundary(step) - step
             out, seconds = self._step.run_loop(loop_fn, iterator, num_steps, step)
             step = int(self.global_step.numpy())
