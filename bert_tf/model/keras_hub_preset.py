@@ -162,6 +162,11 @@ def _lower_case(preset_dir, tokenizer_cfg):
 
 def _load_backbone_and_head(preset_dir):
     """The keras-hub backbone, and a classifier's head under Google's names ({} when the preset is no classifier)."""
+    # keras-hub reads a handle that is not a local directory as a Kaggle/Hugging Face preset and downloads it:
+    # only ever give it an existing local directory, as an absolute path.
+    if not os.path.isdir(preset_dir):
+        raise CheckpointError(f"{preset_dir}: not a keras-hub preset directory (nothing is downloaded)")
+    preset_dir = os.path.abspath(preset_dir)
     task_path = os.path.join(preset_dir, TASK_FILE)
     if not os.path.isfile(task_path):
         return keras_hub.models.BertBackbone.from_preset(preset_dir), {}
