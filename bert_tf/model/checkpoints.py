@@ -37,7 +37,6 @@ init); non-encoder weights are returned in ``Pretrained.extra_weights`` (and
 logged by name); a shape mismatch is an error naming the variable and both shapes.
 """
 
-import collections
 import glob
 import json
 import logging
@@ -48,21 +47,15 @@ import shutil
 import numpy as np
 from safetensors.numpy import save as safetensors_save
 
-from bert_tf.model import model_garden
+from bert_tf.model import keras_hub_preset, model_garden
 from bert_tf.model.config import BertConfig
 from bert_tf.model.encoder import BertEncoder
+# Defined below the format modules (which build on them); public here as before.
+from bert_tf.model.encoder_weights import (  # noqa: F401
+    CheckpointError, Pretrained, encoder_variable_map, get_encoder_weights, set_encoder_weights)
 from bert_tf import atomic
 
 logger = logging.getLogger(__name__)
-
-Pretrained = collections.namedtuple(
-    "Pretrained", ["config", "encoder", "vocab_file", "lower_case", "extra_weights", "format"])
-Pretrained.__doc__ = """What `from_pretrained` returns.
-
-Fields: ``config`` (`BertConfig`), ``encoder`` (`BertEncoder` with the weights),
-``vocab_file`` (path), ``lower_case`` (bool), ``extra_weights`` (dict Google name ->
-np.ndarray of the non-encoder weights found, e.g. MLM/NSP heads), ``format``
-(``"google"``, ``"huggingface"``, ``"bert_tf"``, ``"keras_hub"``, ``"model_garden"`` or ``"tfhub"``)."""
 
 OUR_MARKER = "bert_tf.json"
 OUR_WEIGHTS = "weights.safetensors"
@@ -75,100 +68,7 @@ _SKIP_RE = re.compile(
     r"|^_CHECKPOINTABLE_OBJECT_GRAPH$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint could not be read or does not fit the model."""
-
-
 # --------------------------------------------------------------------------- name maps
-
-
-def encoder_variable_map(encoder):
-    """``[(variable, [google names])]`` for every encoder variable.
-
-    A variable with several names (the fused ``qkv`` kernel/bias) holds them
-    side by side along its last axis (query, key, value).
-    """
-    out = []
-    emb = encoder.embeddings
-    out += [
-        (emb.word_embeddings, ["bert/embeddings/word_embeddings"]),
-        (emb.position_embeddings, ["bert/embeddings/position_embeddings"]),
-        (emb.token_type_embeddings, ["bert/embeddings/token_type_embeddings"]),
-        (emb.gamma, ["bert/embeddings/LayerNorm/gamma"]),
-        (emb.beta, ["bert/embeddings/LayerNorm/beta"]),
-    ]
-    for i, blk in enumerate(encoder.transformer_layers):
-        p = f"bert/encoder/layer_{i}/"
-        out += [
-            (blk.qkv_kernel, [p + f"attention/self/{n}/kernel" for n in ("query", "key", "value")]),
-            (blk.qkv_bias, [p + f"attention/self/{n}/bias" for n in ("query", "key", "value")]),
-            (blk.attention_output_kernel, [p + "attention/output/dense/kernel"]),
-            (blk.attention_output_bias, [p + "attention/output/dense/bias"]),
-            (blk.attention_norm_gamma, [p + "attention/output/LayerNorm/gamma"]),
-            (blk.attention_norm_beta, [p + "attention/output/LayerNorm/beta"]),
-            (blk.intermediate_kernel, [p + "intermediate/dense/kernel"]),
-            (blk.intermediate_bias, [p + "intermediate/dense/bias"]),
-            (blk.output_kernel, [p + "output/dense/kernel"]),
-            (blk.output_bias, [p + "output/dense/bias"]),
-            (blk.output_norm_gamma, [p + "output/LayerNorm/gamma"]),
-            (blk.output_norm_beta, [p + "output/LayerNorm/beta"]),
-        ]
-    out += [
-        (encoder.pooler.kernel, ["bert/pooler/dense/kernel"]),
-        (encoder.pooler.bias, ["bert/pooler/dense/bias"]),
-    ]
-    return out
-
-
-def get_encoder_weights(encoder):
-    """Dict Google name -> np.ndarray (float32) of all encoder weights."""
-    weights = {}
-    for var, names in encoder_variable_map(encoder):
-        value = np.asarray(var.numpy())
-        parts = np.split(value, len(names), axis=-1) if len(names) > 1 else [value]
-        for name, part in zip(names, parts):
-            weights[name] = np.ascontiguousarray(part)
-    return weights
-
-
-def set_encoder_weights(encoder, weights, source="weights", strict=True):
-    """Assign encoder weights from a dict keyed by Google names.
-
-    Returns the dict of the remaining (non-encoder) entries. Missing encoder
-    names raise `CheckpointError` listing them (``strict=False``: logged, the
-    variables keep their current values). A shape mismatch always raises,
-    naming the variable and both shapes.
-    """
-    vmap = encoder_variable_map(encoder)
-    used = set()
-    missing = []
-    assignments = []
-    for var, names in vmap:
-        parts = []
-        expected = tuple(var.shape)
-        part_shape = expected[:-1] + (expected[-1] // len(names),) if len(names) > 1 else expected
-        for name in names:
-            if name not in weights:
-                missing.append(name)
-                continue
-            value = np.asarray(weights[name])
-            if tuple(value.shape) != part_shape:
-                raise CheckpointError(
-                    f"{source}: shape mismatch for {name}: checkpoint has {tuple(value.shape)}, "
-                    f"the model (config) expects {part_shape}")
-            parts.append(value)
-            used.add(name)
-        if len(parts) == len(names):
-            full = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-            assignments.append((var, full))
-    if missing:
-        msg = f"{source}: {len(missing)} encoder weight(s) missing: {', '.join(missing)}"
-        if strict:
-            raise CheckpointError(msg)
-        logger.warning("%s (left at their initial values)", msg)
-    for var, full in assignments:
-        var.assign(full.astype(np.float32, copy=False))
-    return {k: v for k, v in weights.items() if k not in used}
 
 
 HF_HEAD_NAMES = {
@@ -454,9 +354,6 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
     path = os.fspath(path)
     fmt = detect_format(path)
     if fmt == "keras_hub":
-        # Imported here: keras_hub loads only for presets, and that module builds on this one.
-        from bert_tf.model import keras_hub_preset
-
         return keras_hub_preset.read_preset(path, strict=strict, dtype=dtype, config=config)
     if fmt == "tfhub":
         return _from_hub_encoder(path, strict, dtype, config)

@@ -5,8 +5,13 @@ A keras-hub preset directory (``save_to_preset`` output) holds ``config.json`` (
 ``"registered_name": "keras_hub>BertBackbone"``), ``model.weights.h5`` (or sharded ``model.weights.json``),
 ``tokenizer.json`` (``keras_hub>BertTokenizer``: ``lowercase``, ``strip_accents``) with
 ``assets/tokenizer/vocabulary.txt``, ``metadata.json``, and for a task also ``task.json`` + ``task.weights.h5``
-(``keras_hub>BertTextClassifier``: dropout and one dense layer on ``pooled_output``, exactly our
+(e.g. ``keras_hub>BertTextClassifier``: dropout and one dense layer on ``pooled_output``, exactly our
 `bert_tf.BertClassifier` head) and ``preprocessor.json``.
+
+This module knows backbones and tokenizers only. A task's head is its task folder's business: the folder
+registers a `KerasHubTask` (``bert_tf/tasks/classification/keras_hub.py`` does for `BertClassifier` <->
+``BertTextClassifier``), through which `read_preset` reads a task preset's head and `save_keras_hub_preset`
+writes a task model.
 
 What keras-hub's `BertBackbone` fixes and a `BertConfig` must match to be written as one (checked, an error
 otherwise — never a silently different model):
@@ -29,20 +34,21 @@ Tokenizer: keras-hub's `BertTokenizer` lower-cases with ``lowercase`` and strips
 and a warning says that keras-hub's own tokenizer keeps accents there, so ids differ on accented words.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import tempfile
+from typing import Callable
 
 import keras_hub
 import numpy as np
 
-from bert_tf.model.checkpoints import CheckpointError, Pretrained, get_encoder_weights, set_encoder_weights
 from bert_tf.model.config import GELU_EXACT, GELU_TANH, BertConfig
 from bert_tf.model.encoder import BertEncoder
+from bert_tf.model.encoder_weights import CheckpointError, Pretrained, get_encoder_weights, set_encoder_weights
 from bert_tf.model.task_model import BertTaskModel
-from bert_tf.tasks.classification.model import BertClassifier
 from bert_tf.text.tokenizer import load_vocab
 
 logger = logging.getLogger(__name__)
@@ -54,10 +60,30 @@ WEIGHTS_FILES = ("model.weights.h5", "model.weights.json")
 VOCAB_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")
 BACKBONE_NAME = "keras_hub>BertBackbone"
 TOKENIZER_NAME = "keras_hub>BertTokenizer"
-CLASSIFIER_NAME = "keras_hub>BertTextClassifier"
 LAYER_NORM_EPS = 1e-12  # fixed in keras-hub's BertBackbone
 # keras-hub's BertTokenizer cannot run without these (it looks them up at construction).
 REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasHubTask:
+    """How one of our task models maps onto a keras-hub task preset; its task folder registers it."""
+
+    model_class: type  # our task model; matched exactly (a subclass's head may not map)
+    registered_name: str  # the keras-hub task class as task.json names it, e.g. "keras_hub>BertTextClassifier"
+    # (model, backbone: a BertBackbone with the model's encoder, tokenizer: its BertTokenizer) -> keras-hub task
+    to_keras_hub: Callable
+    # (preset_dir, task.json path, its "config") -> (the keras-hub backbone, the head under Google's names)
+    read_head: Callable
+
+
+_TASKS = {}
+
+
+def register_task(task):
+    """Makes `read_preset` read ``task.registered_name`` presets' heads and `save_keras_hub_preset` write
+    ``task.model_class`` models."""
+    _TASKS[task.registered_name] = task
 
 
 def variable_map(num_layers):
@@ -161,7 +187,7 @@ def _lower_case(preset_dir, tokenizer_cfg):
 
 
 def _load_backbone_and_head(preset_dir):
-    """The keras-hub backbone, and a classifier's head under Google's names ({} when the preset is no classifier)."""
+    """The keras-hub backbone, and a registered task's head under Google's names ({} when the preset is no task)."""
     # keras-hub reads a handle that is not a local directory as a Kaggle/Hugging Face preset and downloads it:
     # only ever give it an existing local directory, as an absolute path.
     if not os.path.isdir(preset_dir):
@@ -170,22 +196,19 @@ def _load_backbone_and_head(preset_dir):
     task_path = os.path.join(preset_dir, TASK_FILE)
     if not os.path.isfile(task_path):
         return keras_hub.models.BertBackbone.from_preset(preset_dir), {}
-    task = _read_json(task_path, "a task config")
-    if task.get("registered_name") != CLASSIFIER_NAME:
+    task_config = _read_json(task_path, "a task config")
+    task = _TASKS.get(task_config.get("registered_name"))
+    if task is None:
         logger.warning("%s: task %s is not read (only %s heads are); the backbone is",
-                       task_path, task.get("registered_name"), CLASSIFIER_NAME)
+                       task_path, task_config.get("registered_name"), ", ".join(sorted(_TASKS)) or "no")
         return keras_hub.models.BertBackbone.from_preset(preset_dir), {}
-    classifier = keras_hub.models.BertTextClassifier.from_preset(preset_dir, load_weights=True)
-    if task["config"].get("activation") not in (None, "linear"):
-        logger.warning("%s: the classifier's logits pass through %r in keras-hub; bert_tf's head outputs the logits "
-                       "before it", task_path, task["config"]["activation"])
-    kernel, bias = classifier.get_layer("logits").get_weights()
-    return classifier.backbone, {"output_weights": np.ascontiguousarray(kernel.T), "output_bias": bias}
+    return task.read_head(preset_dir, task_path, task_config["config"])
 
 
 def read_preset(preset_dir, strict=True, dtype=None, config=None):
     """A keras-hub BERT preset as `Pretrained` (format ``"keras_hub"``): encoder, vocabulary, lower_case, and a
-    `BertTextClassifier`'s head as ``extra_weights`` ``output_weights`` [C, H] / ``output_bias`` [C]."""
+    registered task's head as ``extra_weights`` (a `BertTextClassifier`'s: ``output_weights`` [C, H] /
+    ``output_bias`` [C])."""
     preset_dir = os.fspath(preset_dir)
     backbone_cfg, tokenizer_cfg = _check_layout(preset_dir)
     cfg = config if config is not None else _config_from_backbone(backbone_cfg)
@@ -247,22 +270,18 @@ def keras_hub_tokenizer(vocabulary, lower_case):
                                           strip_accents=bool(lower_case))
 
 
-def _classifier_task(model, allow_gelu_tanh):
-    """A `keras_hub.models.BertTextClassifier` equal to a `BertClassifier` (head, preprocessor, sequence length)."""
-    if type(model) is not BertClassifier:
+def _task_of(model, allow_gelu_tanh):
+    """The keras-hub task equal to a task model, through the `KerasHubTask` its folder registered."""
+    task = next((t for t in _TASKS.values() if type(model) is t.model_class), None)
+    if task is None:
         raise ValueError(f"{type(model).__name__}: no keras-hub task's head maps one to one onto it; save its "
                          "encoder instead (save_keras_hub_preset(model.encoder, dir, vocab_file=..., lower_case=...))")
     if model.preprocessor is None:
-        raise ValueError("a BertClassifier without a preprocessor has no vocabulary to write; build it with one")
+        raise ValueError(f"a {type(model).__name__} without a preprocessor has no vocabulary to write; build it "
+                         "with one")
     pre = model.preprocessor
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        keras_hub_tokenizer(pre.vocabulary, pre.lower_case), sequence_length=pre.seq_length)
-    task = keras_hub.models.BertTextClassifier(
-        keras_hub_backbone(model.encoder, allow_gelu_tanh), num_classes=model.num_classes,
-        preprocessor=preprocessor, activation=None, dropout=model.dropout_rate)
-    kernel, bias = model.head.get_weights()
-    task.get_layer("logits").set_weights([kernel, bias])
-    return task
+    backbone = keras_hub_backbone(model.encoder, allow_gelu_tanh)
+    return task.to_keras_hub(model, backbone, keras_hub_tokenizer(pre.vocabulary, pre.lower_case))
 
 
 def _write_into(preset_dir, overwrite, write):
@@ -289,16 +308,16 @@ def save_keras_hub_preset(model, preset_dir, vocab_file=None, lower_case=None, a
     """Writes a keras-hub preset that keras-hub loads offline; returns its directory.
 
     Args:
-      model: a `bert_tf.BertClassifier` (written as a `keras_hub.models.BertTextClassifier` preset: backbone,
-        tokenizer, preprocessor with its sequence length, head), a `Pretrained` (what `from_pretrained` returns),
-        or a `BertEncoder` (then give ``vocab_file`` and ``lower_case``). A backbone preset loads with
+      model: a task model whose folder registered a `KerasHubTask`, e.g. a `bert_tf.BertClassifier` (written as a
+        `keras_hub.models.BertTextClassifier` preset: backbone, tokenizer, preprocessor with its sequence length,
+        head), a `Pretrained` (what `from_pretrained` returns), or a `BertEncoder` (then give ``vocab_file`` and ``lower_case``). A backbone preset loads with
         `keras_hub.models.BertBackbone.from_preset(dir)` and `keras_hub.models.BertTokenizer.from_preset(dir)`.
       preset_dir: the directory to write (must be absent or empty unless ``overwrite``).
       vocab_file, lower_case: the vocabulary and casing of a bare `BertEncoder` (override a `Pretrained`'s).
       allow_gelu_tanh: write an exact-GELU encoder with keras-hub's tanh GELU (see the module docstring).
     """
-    if isinstance(model, BertTaskModel):  # a task model: only the classifier's head maps (else an error)
-        task = _classifier_task(model, allow_gelu_tanh)
+    if isinstance(model, BertTaskModel):  # a task model: only registered heads map (else an error)
+        task = _task_of(model, allow_gelu_tanh)
         return _write_into(preset_dir, overwrite, task.save_to_preset)
     if isinstance(model, Pretrained):
         vocab_file = vocab_file or model.vocab_file
