@@ -24,6 +24,8 @@ Example (a subclass needs only its call):
 (0.1, (8, 1))
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -33,6 +35,22 @@ from bert_tf.text.preprocessor import BertPreprocessor
 
 # with_compute_dtype's dtypes -> the Keras policy the encoder computes under (weights stay float32)
 SERVING_DTYPES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+# id(task model) -> the list its `encode` calls append their encoder outputs to (see `captured_encoder_outputs`).
+_CAPTURES = {}
+
+
+@contextlib.contextmanager
+def captured_encoder_outputs(model):
+    """Collects the encoder outputs (`sequence_output`, `encoder_outputs`, ...) of every `model.encode` call made
+    inside the block, in call order: a distillation step reads the hidden states of the same forward pass that gave
+    the logits instead of running the encoder twice. Kept outside the Keras object so nothing is tracked or saved."""
+    captured = []
+    _CAPTURES[id(model)] = captured
+    try:
+        yield captured
+    finally:
+        del _CAPTURES[id(model)]
 
 
 class BertTaskModel(keras.Model):
@@ -80,7 +98,10 @@ class BertTaskModel(keras.Model):
         missing = [k for k in INPUT_KEYS if k not in inputs]
         if missing:
             raise ValueError(f"{type(self).__name__} inputs lack {missing}; got {sorted(inputs)}")
-        return self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
+        outputs = self.encoder({k: inputs[k] for k in INPUT_KEYS}, training=training)
+        if id(self) in _CAPTURES:
+            _CAPTURES[id(self)].append({**outputs, "input_mask": inputs["input_mask"]})
+        return outputs
 
     def build(self, input_shape=None):
         """Builds the encoder and the head, so weights can be restored before the first real call."""

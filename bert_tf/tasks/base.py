@@ -6,7 +6,10 @@ A task is a handful of small methods, in the Model Garden's shape:
   the preprocessor; the same object is trained, checkpointed and exported);
 * `build_train_dataset(model, examples, ...)` / `build_eval_dataset(model, examples, ...)`
   -> tf.data batches made with the model's own preprocessor;
-* `compute_loss(model, batch, training)` -> (mean loss, metrics) for the Trainer;
+* `compute_loss(model, batch, training)` -> (mean loss, metrics) for the Trainer (by default the model on the
+  batch's features, then `logits_loss(model, logits, labels)`);
+* `distillation_targets(model, features, labels, logits)` -> what a student learns from a teacher
+  (`bert_tf.distillation`), `examples_from_texts(texts)` -> examples a teacher labels (unlabelled text);
 * `predict(model, examples, ...)` -> per-example outputs in example order;
 * `metrics(examples, outputs)` -> the official metrics of the task (`aggregate_metrics` over splits);
 * `write_predictions(split, examples, outputs, out_dir)`; `representative_texts(n)` (int8 LiteRT calibration).
@@ -24,7 +27,7 @@ import tensorflow as tf
 
 from bert_tf.text.packer import INPUT_KEYS
 from bert_tf.training import predict as distributed_predict
-from bert_tf.training.settings import setting
+from bert_tf.training.settings import ConfigError, setting
 
 # Settings that several tasks take (one declaration each; `bert_tf.training.settings.define_flags` makes one flag).
 DATA_DIR_HELP = ("The task's data: GLUE's root (<data_dir>/<TASK>/train.tsv ...), a tsv/csv task's directory "
@@ -102,7 +105,29 @@ class FinetuningTask:
         raise NotImplementedError
 
     def compute_loss(self, model, batch, training):
+        features, labels = batch
+        return self.logits_loss(model, model(features, training=training), labels)
+
+    def logits_loss(self, model, logits, labels):
+        """(mean loss, metrics) of the model's outputs `logits` for `labels` (a distillation step adds its own
+        terms to the same loss)."""
         raise NotImplementedError
+
+    def distillation_targets(self, model, features, labels, logits):
+        """[`bert_tf.distillation.losses.DistillTarget`]: the outputs of `model` (`logits`, from `features`) that
+        a student matches to its teacher's, with the rows and classes that count. A task without them cannot be
+        distilled."""
+        raise NotImplementedError
+
+    def examples_from_texts(self, texts):
+        """Examples for the texts `[(text, "file:line")]` with placeholder labels, for a teacher to label."""
+        raise ConfigError(f"--task={self.name}: unlabelled text is not supported for this task")
+
+    def pretrained_backbone(self, run_config):
+        """(encoder, preprocessor) the task brings itself instead of `--init_checkpoint`'s (a distillation student
+        taken from its teacher), or None: the driver loads them from the run's settings."""
+        del run_config
+        return None
 
     def predict(self, model, examples, batch_size, strategy=None):
         raise NotImplementedError

@@ -148,7 +148,7 @@ def build_task_model(task, config, strategy):
     """The task model under `strategy`, checked against (and completed from) an earlier run's config."""
     saved = _saved_model_config(config.model_dir)
     with strategy.scope():
-        encoder, preprocessor = load_pretrained(config)
+        encoder, preprocessor = task.pretrained_backbone(config) or load_pretrained(config)
         model = task.build_model(encoder, preprocessor, config.dropout_rate, saved_config=saved)
     if distribute.is_chief(strategy):
         atomic.write_json(os.path.join(config.model_dir, MODEL_CONFIG_FILE), model.get_config())

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from bert_tf import atomic
+from bert_tf.distillation.losses import DistillTarget
 from bert_tf.tasks.classification import multi_label_metrics as metrics_lib
 from bert_tf.tasks.classification.multi_label_data import MultiLabelTextTask
 from bert_tf.tasks.classification.multi_label_model import BertMultiLabelClassifier
@@ -95,12 +96,13 @@ class MultiLabelTask(TextDataTask):
         return model
 
     # ----------------------------------------------------------- steps
-    def compute_loss(self, model, batch, training):
-        features, labels = batch
-        logits = model(features, training=training)
+    def logits_loss(self, model, logits, labels):
         decided = keras.ops.cast(keras.ops.greater_equal(logits, 0.0), "float32")  # sigmoid >= 0.5
         hits = keras.ops.mean(keras.ops.cast(keras.ops.all(keras.ops.equal(decided, labels), axis=-1), "float32"))
         return binary_cross_entropy(labels, logits), {"exact_match": hits}
+
+    def distillation_targets(self, model, features, labels, logits):
+        return [DistillTarget(logits, "sigmoid")]
 
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"logits", "labels", "probabilities", "predictions"}` NumPy arrays in example order (`predictions`:

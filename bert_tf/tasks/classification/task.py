@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.distillation.losses import DistillTarget
 from bert_tf.tasks.classification import data as glue
 from bert_tf.tasks.classification import metrics as metrics_lib
 from bert_tf.tasks.classification.model import BertClassifier
@@ -201,15 +202,23 @@ class SentencePredictionTask(TextDataTask):
         return np.concatenate([c.numpy() for c in counts]) if counts else np.zeros([0], np.int32)
 
     # ----------------------------------------------------------- steps
-    def compute_loss(self, model, batch, training):
-        features, labels = batch
-        logits = model(features, training=training)
+    def logits_loss(self, model, logits, labels):
         if model.is_regression:
             loss = keras.ops.mean(keras.ops.square(logits[:, 0] - keras.ops.cast(labels, "float32")))
             return loss, {}
         loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
         hits = keras.ops.equal(keras.ops.argmax(logits, -1), keras.ops.cast(labels, "int64"))
         return loss, {"accuracy": keras.ops.mean(keras.ops.cast(hits, "float32"))}
+
+    def distillation_targets(self, model, features, labels, logits):
+        return [DistillTarget(logits, "mse" if model.is_regression else "softmax")]
+
+    def examples_from_texts(self, texts):
+        if self.data.is_pair:
+            raise ConfigError(f"--task={self.name} classifies text pairs: unlabelled text (one text per line) "
+                              "is for single-text tasks")
+        placeholder = 0.0 if self.data.is_regression else self.labels[0]
+        return [glue.Example(guid=source, text_a=text, label=placeholder) for text, source in texts]
 
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"logits", "labels", "predictions"}` NumPy arrays in example order

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf import atomic
+from bert_tf.distillation.losses import DistillTarget
 from bert_tf.tasks.base import (FinetuningTask, data_dir_setting, in_example_order, strict_setting,
                                 token_id_predictor)
 from bert_tf.tasks.multiple_choice import data as choice_data
@@ -188,12 +189,13 @@ class MultipleChoiceTask(FinetuningTask):
         return ordered_batches(columns, self._featurizer(model, model.preprocessor.with_padding(dynamic_padding=True)),
                                batch_size, lengths=lengths)
 
-    def compute_loss(self, model, batch, training):
-        features, labels = batch
-        logits = model(features, training=training)
+    def logits_loss(self, model, logits, labels):
         loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
         hits = keras.ops.equal(keras.ops.argmax(logits, -1), keras.ops.cast(labels, "int64"))
         return loss, {"accuracy": keras.ops.mean(keras.ops.cast(hits, "float32"))}
+
+    def distillation_targets(self, model, features, labels, logits):
+        return [DistillTarget(logits, "softmax")]
 
     def _predictor(self, model, strategy):
         return token_id_predictor(model, strategy, rank=3)  # features [B, options, T]

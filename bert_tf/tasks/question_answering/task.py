@@ -44,6 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.distillation.losses import DistillTarget
 from bert_tf.tasks.question_answering import data as squad
 from bert_tf.tasks.question_answering.model import BertQuestionAnswerer
 from bert_tf.tasks.base import FinetuningTask, strict_setting
@@ -197,9 +198,8 @@ class QuestionAnsweringTask(FinetuningTask):
 
         return ds.map(featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
-    def compute_loss(self, model, batch, training):
-        features, (start_positions, end_positions) = batch
-        logits = model(features, training=training)
+    def logits_loss(self, model, logits, labels):
+        start_positions, end_positions = labels
         losses = []
         hits = []
         for key, positions in (("start_logits", start_positions), ("end_logits", end_positions)):
@@ -208,6 +208,11 @@ class QuestionAnsweringTask(FinetuningTask):
             hits.append(keras.ops.cast(keras.ops.equal(keras.ops.argmax(logits[key], -1),
                                                        keras.ops.cast(positions, "int64")), "float32"))
         return (losses[0] + losses[1]) / 2.0, {"span_accuracy": keras.ops.mean(hits[0] * hits[1])}
+
+    def distillation_targets(self, model, features, labels, logits):
+        # start and end over the window's real tokens
+        return [DistillTarget(logits[key], "softmax", class_mask=features["input_mask"])
+                for key in ("start_logits", "end_logits")]
 
     def _forward_fn(self, model):
         key = id(model)

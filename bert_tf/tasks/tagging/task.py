@@ -39,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.distillation.losses import DistillTarget
 from bert_tf.tasks.tagging import data as conll
 
 from bert_tf.tasks.tagging import metrics as conll_metrics
@@ -191,15 +192,21 @@ class TaggingTask(FinetuningTask):
                                 bucket_window=bucket_window, dynamic_padding=dynamic_padding,
                                 input_context=input_context, shuffle_batches=shuffle_batches)
 
-    def compute_loss(self, model, batch, training):
-        features, labels = batch
-        logits = model(features, training=training)
+    def logits_loss(self, model, logits, labels):
         mask = keras.ops.cast(labels >= 0, "float32")
         safe = keras.ops.maximum(labels, 0)
         losses = keras.losses.sparse_categorical_crossentropy(safe, logits, from_logits=True)
         count = keras.ops.maximum(keras.ops.sum(mask), 1.0)
         hits = keras.ops.cast(keras.ops.equal(keras.ops.argmax(logits, -1), keras.ops.cast(safe, "int64")), "float32")
         return keras.ops.sum(losses * mask) / count, {"accuracy": keras.ops.sum(hits * mask) / count}
+
+    def distillation_targets(self, model, features, labels, logits):
+        # the first piece of every word: the positions the tags are read from
+        return [DistillTarget(logits, "softmax", row_weights=keras.ops.cast(labels >= 0, "float32"))]
+
+    def examples_from_texts(self, texts):
+        return [conll.Sentence(words=text.split(), tags=["O"] * len(text.split()), source=source)
+                for text, source in texts]
 
     def predict(self, model, examples, batch_size, strategy=None):
         """`{"tags": [[tag, ...] per sentence], "scores": [...]}` in example order (whole sentences)."""
