@@ -25,8 +25,9 @@ name (``gamma``, ``bias``), not the layer path (``.../LayerNorm/gamma``).
 Variables are excluded from weight decay when one of ``exclude_from_weight_decay``
 (regular expressions) matches the variable's full path (``variable.path``, e.g.
 ``encoder/layer_0/attention/output/LayerNorm/gamma``). The default patterns
-:data:`DEFAULT_EXCLUDE` exclude Google's ``LayerNorm``/``layer_norm``/``bias``
-and the ``gamma``/``beta`` parameters of Keras normalization layers.
+:data:`DEFAULT_EXCLUDE` exclude Google's ``LayerNorm``/``layer_norm``/``bias``,
+the ``gamma``/``beta`` parameters of Keras normalization layers and those of our
+encoder's per-layer norms (``layer_N/attention_norm_gamma``, ``.../output_norm_beta``).
 
 Example::
 
@@ -53,7 +54,7 @@ from keras import ops  # noqa: E402
 
 from bert_tf.training.time_budget import WallClockLinearDecay  # noqa: E402
 
-DEFAULT_EXCLUDE = ("LayerNorm", "layer_norm", "bias", r"(^|/)gamma$", r"(^|/)beta$")
+DEFAULT_EXCLUDE = ("LayerNorm", "layer_norm", "bias", r"(^|/)gamma$", r"(^|/)beta$", r"norm_(gamma|beta)$")
 
 
 @keras.saving.register_keras_serializable(package="bert_tf")
