@@ -36,6 +36,7 @@ _EXPORTS = {
     "save_pretrained": "model.checkpoints",
     "save_tf1_checkpoint": "model.checkpoints",
     "save_keras_hub_preset": "model.keras_hub_preset",
+    "save_model_garden_checkpoint": "model.model_garden",
     # task models (encoder + preprocessor + head) and their serving export
     "BertClassifier": "tasks.classification.model",
     "BertTokenTagger": "tasks.tagging.model",

@@ -14,7 +14,11 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from bert_tf import atomic
 from bert_tf.export.serving_ops import check_serving_ops
+from bert_tf.model.model_garden import HUB_INPUTS, OUR_CONFIG_ASSET
+
+VOCAB_ASSET = "vocab.txt"
 
 class _PreprocessingModule(tf.Module):
     """TF Hub-style preprocessing object: callable, `tokenize`, `bert_pack_inputs`."""
@@ -33,6 +37,45 @@ class _PreprocessingModule(tf.Module):
         self.bert_pack_inputs = pack
         self.seq_length = tf.constant(pre.seq_length, tf.int32)
         self.vocab_size = tf.constant(pre.vocab_size, tf.int32)
+
+
+def _write_encoder(encoder, preprocessor, path):
+    """The encoder SavedModel with the TF Hub BERT encoder interface (see `export_hub_style`)."""
+    archive = keras.export.ExportArchive()
+    # Tracked, not only captured: TF Hub's KerasLayer(trainable=True) fine-tunes what `trainable_variables` lists.
+    archive.track(encoder)
+    spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in HUB_INPUTS}
+
+    def run(inputs, training=False):
+        out = encoder({k: inputs[k] for k in HUB_INPUTS}, training=training)
+        return {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"],
+                "default": out["pooled_output"], "encoder_outputs": list(out["encoder_outputs"])}
+
+    def serving_default(inputs):
+        out = run(inputs)
+        flat = {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"]}
+        for i, layer_out in enumerate(out["encoder_outputs"]):
+            flat[f"encoder_outputs_{i}"] = layer_out
+        return flat
+
+    archive.add_endpoint("serving_default", serving_default, input_signature=[spec])
+    root = archive._tf_trackable  # the archive's root object: its variables are tracked there
+    # The root call returns encoder_outputs as a list (a signature cannot), and takes `training` as TF Hub's
+    # encoders do (KerasLayer passes it: dropout when fine-tuning), so it is a plain function traced both ways.
+    root.__call__ = tf.function(run)
+    for training in (False, True):
+        root.__call__.get_concrete_function(spec, training)
+    # What TF Hub BERT encoders carry for their tokenizer (`resolved_object.vocab_file.asset_path`,
+    # `.do_lower_case`), and our config, with which `from_pretrained` reads this export back.
+    with tempfile.TemporaryDirectory() as assets:
+        vocab_file = os.path.join(assets, VOCAB_ASSET)
+        atomic.write_file(vocab_file, "".join(token + "\n" for token in preprocessor.vocabulary))
+        config_file = os.path.join(assets, OUR_CONFIG_ASSET)
+        encoder.config.to_json_file(config_file)
+        root.vocab_file = tf.saved_model.Asset(vocab_file)
+        root.bert_tf_config_file = tf.saved_model.Asset(config_file)
+        root.do_lower_case = tf.Variable(bool(preprocessor.lower_case), trainable=False, name="do_lower_case")
+        archive.write_out(path, verbose=False)
 
 
 def export_hub_style(preprocessor, encoder, export_dir):
@@ -54,28 +97,7 @@ def export_hub_style(preprocessor, encoder, export_dir):
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.__call__})
 
     def write_enc(tmp):
-        archive = keras.export.ExportArchive()  # variables tracked from the endpoints
-        spec = {k: tf.TensorSpec([None, None], tf.int32, name=k)
-                for k in ("input_word_ids", "input_mask", "input_type_ids")}
-
-        def run(inputs):
-            out = encoder(inputs, training=False)
-            return {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"],
-                    "encoder_outputs": list(out["encoder_outputs"])}
-
-        def serving_default(inputs):
-            out = run(inputs)
-            flat = {"sequence_output": out["sequence_output"], "pooled_output": out["pooled_output"]}
-            for i, layer_out in enumerate(out["encoder_outputs"]):
-                flat[f"encoder_outputs_{i}"] = layer_out
-            return flat
-
-        archive.add_endpoint("serving_default", serving_default, input_signature=[spec])
-        # The TF Hub-style root call returns encoder_outputs as a list, which a
-        # signature cannot; it is saved as a plain function of the archive's
-        # root object (whose variables ExportArchive already tracks).
-        archive._tf_trackable.__call__ = tf.function(run, input_signature=[spec])
-        archive.write_out(tmp, verbose=False)
+        _write_encoder(encoder, preprocessor, tmp)
 
     for final, write in ((pre_dir, write_pre), (enc_dir, write_enc)):
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=export_dir)

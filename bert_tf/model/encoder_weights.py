@@ -2,14 +2,17 @@
 
 The layer below `bert_tf.model.checkpoints` and the format modules it reads and writes through
 (`bert_tf.model.keras_hub_preset`, `bert_tf.model.model_garden`): those build on these names and types without
-importing `checkpoints`, so `checkpoints` imports them at its top. Everything here is also importable from
-`bert_tf.model.checkpoints`.
+importing `checkpoints`, so `checkpoints` imports them at its top. Everything here but `check_google_bert` is also
+importable from `bert_tf.model.checkpoints`. `check_google_bert` is the one rule of the writers whose target fixes
+Google's BERT architecture (keras-hub's `BertBackbone`, the Model Garden's `BertEncoder`).
 """
 
 import collections
 import logging
 
 import numpy as np
+
+from bert_tf.model.config import GELU_EXACT, GELU_TANH
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +117,21 @@ def set_encoder_weights(encoder, weights, source="weights", strict=True):
     for var, full in assignments:
         var.assign(full.astype(np.float32, copy=False))
     return {k: v for k, v in weights.items() if k not in used}
+
+
+GOOGLE_LAYER_NORM_EPS = 1e-12  # fixed in Google's BERT, keras-hub's BertBackbone and the Model Garden's BertEncoder
+
+
+def check_google_bert(config, allow_gelu_tanh, target, flag):
+    """Errors for a config that ``target`` (a format fixed to Google's BERT: tanh GELU, LayerNorm epsilon 1e-12)
+    cannot hold. An exact-GELU encoder (Hugging Face's ``"gelu"``, e.g. all-MiniLM-L6-v2) is written only with
+    ``allow_gelu_tanh`` (the option ``flag``): its outputs there move by the difference of the two GELUs."""
+    if config.hidden_act == GELU_EXACT and not allow_gelu_tanh:
+        raise ValueError(
+            f"this encoder uses the exact erf GELU (hidden_act='gelu'); {target} always computes the tanh "
+            f"approximation. Pass allow_gelu_tanh=True ({flag}) to write it anyway: outputs then move by the "
+            "difference of the two GELUs")
+    if config.hidden_act not in (GELU_EXACT, GELU_TANH):
+        raise ValueError(f"hidden_act={config.hidden_act!r}: {target} only has the tanh GELU")
+    if not np.isclose(config.layer_norm_eps, GOOGLE_LAYER_NORM_EPS, rtol=1e-6, atol=0.0):
+        raise ValueError(f"layer_norm_eps={config.layer_norm_eps}: {target} fixes it at {GOOGLE_LAYER_NORM_EPS}")

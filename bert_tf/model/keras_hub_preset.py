@@ -45,9 +45,10 @@ from typing import Callable
 import keras_hub
 import numpy as np
 
-from bert_tf.model.config import GELU_EXACT, GELU_TANH, BertConfig
+from bert_tf.model.config import GELU_TANH, BertConfig
 from bert_tf.model.encoder import BertEncoder
-from bert_tf.model.encoder_weights import CheckpointError, Pretrained, get_encoder_weights, set_encoder_weights
+from bert_tf.model.encoder_weights import (
+    GOOGLE_LAYER_NORM_EPS, CheckpointError, Pretrained, check_google_bert, get_encoder_weights, set_encoder_weights)
 from bert_tf.model.task_model import BertTaskModel
 from bert_tf.text.tokenizer import load_vocab
 
@@ -60,7 +61,6 @@ WEIGHTS_FILES = ("model.weights.h5", "model.weights.json")
 VOCAB_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")
 BACKBONE_NAME = "keras_hub>BertBackbone"
 TOKENIZER_NAME = "keras_hub>BertTokenizer"
-LAYER_NORM_EPS = 1e-12  # fixed in keras-hub's BertBackbone
 # keras-hub's BertTokenizer cannot run without these (it looks them up at construction).
 REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
 
@@ -172,7 +172,7 @@ def _config_from_backbone(cfg):
         num_attention_heads=cfg["num_heads"], intermediate_size=cfg["intermediate_dim"], hidden_act=GELU_TANH,
         hidden_dropout_prob=cfg.get("dropout", 0.1), attention_probs_dropout_prob=cfg.get("dropout", 0.1),
         max_position_embeddings=cfg.get("max_sequence_length", 512), type_vocab_size=cfg.get("num_segments", 2),
-        layer_norm_eps=LAYER_NORM_EPS)
+        layer_norm_eps=GOOGLE_LAYER_NORM_EPS)
 
 
 def _lower_case(preset_dir, tokenizer_cfg):
@@ -229,16 +229,7 @@ def read_preset(preset_dir, strict=True, dtype=None, config=None):
 
 def _check_representable(config, allow_gelu_tanh):
     """Errors for what a keras-hub BertBackbone cannot hold (see the module docstring)."""
-    if config.hidden_act == GELU_EXACT and not allow_gelu_tanh:
-        raise ValueError(
-            "this encoder uses the exact erf GELU (hidden_act='gelu'); keras-hub's BertBackbone always computes "
-            "the tanh approximation. Pass allow_gelu_tanh=True (--keras_hub_allow_gelu_tanh) to write it anyway: "
-            "outputs then move by the difference of the two GELUs")
-    if config.hidden_act not in (GELU_EXACT, GELU_TANH):
-        raise ValueError(f"hidden_act={config.hidden_act!r}: keras-hub's BertBackbone only has the tanh GELU")
-    if not np.isclose(config.layer_norm_eps, LAYER_NORM_EPS, rtol=1e-6, atol=0.0):
-        raise ValueError(f"layer_norm_eps={config.layer_norm_eps}: keras-hub's BertBackbone fixes it at "
-                         f"{LAYER_NORM_EPS}")
+    check_google_bert(config, allow_gelu_tanh, "keras-hub's BertBackbone", "--keras_hub_allow_gelu_tanh")
     if config.attention_probs_dropout_prob != config.hidden_dropout_prob:
         logger.warning("keras-hub's BertBackbone has one dropout rate: hidden_dropout_prob=%s is written, "
                        "attention_probs_dropout_prob=%s is not", config.hidden_dropout_prob,

@@ -13,22 +13,33 @@
   their shapes. A SavedModel stores no activation name, so the encoder is built with the Model Garden's tanh GELU
   and LayerNorm epsilon 1e-12 and then **checked**: the SavedModel and the encoder run on the same probe input
   and must agree, otherwise loading is an error (an unknown signature or a differing architecture never loads
-  silently wrong).
+  silently wrong). Our own TF Hub-style export (`bert_tf.export.hub`: the same interface) carries its
+  `BertConfig` as ``assets/bert_tf_config.json`` and our encoder's variable paths; it is read through those.
+
+`save_model_garden_checkpoint` writes the first form (what the Model Garden's converter writes, under the same
+object paths), with plain TensorFlow: a tree of `tf.Module`s whose attribute paths are those object paths, saved
+by `tf.train.Checkpoint(encoder=...)`. The Model Garden restores it into its `BertEncoder` by object graph.
 """
 
+import dataclasses
 import os
 import re
+import shutil
 
 import numpy as np
 import tensorflow as tf
 
 from bert_tf.model.config import GELU_TANH, BertConfig
+from bert_tf.model.encoder import BertEncoder
+from bert_tf.model.encoder_weights import Pretrained, check_google_bert, encoder_variable_map, get_encoder_weights
+from bert_tf.text.tokenizer import load_vocab
 
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 CHECKPOINT_ROOTS = ("encoder", "model")  # tf.train.Checkpoint(encoder=...), and model= of older checkpoints
 HUB_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 HUB_OUTPUTS = ("sequence_output", "pooled_output")
 PROBE_TOLERANCE = 1e-4
+OUR_CONFIG_ASSET = "bert_tf_config.json"  # in assets/ of our own TF Hub-style encoder export (bert_tf.export.hub)
 
 # (Google name within layer_N, Model Garden checkpoint path within the layer, TF Hub SavedModel path)
 _BLOCK = [
@@ -110,6 +121,71 @@ def checkpoint_weights(raw, source):
     return _translate(values, len(layers), 1, source, expected)
 
 
+def _model_garden_shape(google_name, value, config):
+    """Google's 2-D/1-D attention weights -> the Model Garden's per-head shapes (inverse of `to_google_shape`)."""
+    heads, size = config.num_attention_heads, config.head_size
+    if google_name.endswith("attention/output/dense/kernel"):
+        return value.reshape(heads, size, value.shape[-1])
+    if "/attention/self/" in google_name:
+        return value.reshape(value.shape[0], heads, size) if value.ndim == 2 else value.reshape(heads, size)
+    return value
+
+
+def _object_tree(values):
+    """A `tf.Module` tree holding ``values`` as variables at their object paths (``"a/b/c"``: ``root.a.b.c``)."""
+    nodes = {"": tf.Module()}
+    for path, value in values.items():
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix not in nodes:
+                nodes[prefix] = tf.Module()
+                setattr(nodes["/".join(parts[:depth - 1])], parts[depth - 1], nodes[prefix])
+        setattr(nodes["/".join(parts[:-1])], parts[-1], tf.Variable(value, trainable=False))
+    return nodes[""]
+
+
+def save_model_garden_checkpoint(encoder, directory, vocab_file=None, allow_gelu_tanh=False):
+    """Writes ``encoder`` as a Model Garden TF2 BERT checkpoint; returns its prefix ``<directory>/bert_model.ckpt``.
+
+    The Model Garden restores it with ``tf.train.Checkpoint(encoder=BertEncoder(...)).restore(prefix)``, the
+    encoder built from the ``bert_config.json`` written beside it (``official.legacy.bert.configs.BertConfig``,
+    ``export_tfhub_lib.get_bert_encoder``); ``vocab_file`` is copied as ``vocab.txt``; `from_pretrained` reads
+    the directory back. Also writes the ``checkpoint`` state file (``tf.train.latest_checkpoint`` finds it).
+
+    Args:
+      encoder: a `BertEncoder`, or a `Pretrained` (its vocabulary is then written unless ``vocab_file`` is given).
+      directory: where to write (created; an existing checkpoint of that name is replaced).
+      allow_gelu_tanh: write an exact-GELU encoder although the Model Garden's BertEncoder computes the tanh GELU
+        (``bert_config.json`` then says what the Model Garden computes: the tanh GELU).
+    """
+    if isinstance(encoder, Pretrained):
+        vocab_file = vocab_file or encoder.vocab_file
+        encoder = encoder.encoder
+    if not isinstance(encoder, BertEncoder):
+        raise TypeError(f"save_model_garden_checkpoint takes a BertEncoder or a Pretrained, "
+                        f"got {type(encoder).__name__}")
+    config = encoder.config
+    check_google_bert(config, allow_gelu_tanh, "the Model Garden's BertEncoder", "--model_garden_allow_gelu_tanh")
+    if vocab_file is not None and len(load_vocab(vocab_file)) != config.vocab_size:
+        raise ValueError(f"{vocab_file}: {len(load_vocab(vocab_file))} tokens, the encoder's vocab_size is "
+                         f"{config.vocab_size}")
+    weights = get_encoder_weights(encoder)
+    values = {path: _model_garden_shape(google_name, weights[google_name], config)
+              for google_name, path in name_map(config.num_hidden_layers, 1)}
+    os.makedirs(directory, exist_ok=True)
+    prefix = os.path.join(os.path.abspath(directory), "bert_model.ckpt")
+    tf.train.Checkpoint(**{CHECKPOINT_ROOTS[0]: _object_tree(values)}).write(prefix)
+    with open(os.path.join(directory, "checkpoint"), "w", encoding="utf-8") as f:
+        f.write('model_checkpoint_path: "bert_model.ckpt"\nall_model_checkpoint_paths: "bert_model.ckpt"\n')
+    # Google's dialect, spelling what the Model Garden computes ("gelu": the tanh form).
+    dataclasses.replace(config, hidden_act=GELU_TANH).to_json_file(
+        os.path.join(directory, "bert_config.json"), format="google")
+    if vocab_file is not None and os.path.abspath(vocab_file) != os.path.abspath(os.path.join(directory, "vocab.txt")):
+        shutil.copyfile(vocab_file, os.path.join(directory, "vocab.txt"))
+    return prefix
+
+
 # --------------------------------------------------------------------------- TF Hub SavedModels
 
 
@@ -146,8 +222,23 @@ def _hub_signature(loaded, source):
     return function
 
 
+def _our_export_weights(values, config, source):
+    """Google-named weights of a bert_tf TF Hub-style export (`bert_tf.export.hub`), whose variables carry our
+    encoder's variable paths (``embeddings/word_embeddings``, ``layer_0/qkv_kernel``, ...)."""
+    encoder = BertEncoder(config)
+    variables = [var for var, _ in encoder_variable_map(encoder)]
+    missing = [var.path for var in variables if var.path not in values]
+    if missing:
+        raise ValueError(f"{source}: a bert_tf encoder export ({OUR_CONFIG_ASSET} in assets/) without "
+                         f"{len(missing)} of its encoder's variables, e.g. {missing[:3]}; found e.g. {sorted(values)[:5]}")
+    for var in variables:
+        var.assign(values[var.path])
+    return get_encoder_weights(encoder)
+
+
 def read_hub_encoder(path):
-    """``(config, weights, vocab_file, lower_case, loaded)`` of a TF Hub BERT encoder SavedModel."""
+    """``(config, weights, vocab_file, lower_case, loaded)`` of a TF Hub BERT encoder SavedModel (the Model
+    Garden's export, or ours: `bert_tf.export.hub`, recognised by its config asset)."""
     source = os.path.join(path, "saved_model.pb")
     vocab_file = os.path.join(path, "assets", "vocab.txt")
     if not os.path.isfile(vocab_file):
@@ -156,7 +247,12 @@ def read_hub_encoder(path):
     loaded = tf.saved_model.load(path)
     _hub_signature(loaded, source)
     values = {v.name[: -len(":0")] if v.name.endswith(":0") else v.name: v.numpy() for v in loaded.variables}
-    config, weights = _hub_config(values, source)
+    our_config = os.path.join(path, "assets", OUR_CONFIG_ASSET)
+    if os.path.isfile(our_config):
+        config = BertConfig.from_json_file(our_config)
+        weights = _our_export_weights(values, config, source)
+    else:
+        config, weights = _hub_config(values, source)
     lower_case = bool(loaded.do_lower_case.numpy()) if hasattr(loaded, "do_lower_case") else None
     return config, weights, vocab_file, lower_case, loaded
 
