@@ -1,19 +1,29 @@
-"""Model Garden TF2 checkpoints and TF Hub BERT encoder SavedModels of the real MiniLM, both made by the Model
-Garden's own code in .venv-mg (`fixtures.model_garden`), read by `from_pretrained`: outputs equal the Model
-Garden encoder's within 1e-5; bad checkpoints and SavedModels are clear errors."""
+"""Model Garden TF2 checkpoints and TF Hub BERT encoder SavedModels of the real MiniLM, both ways.
 
+In: both made by the Model Garden's own code in .venv-mg (`fixtures.model_garden`), read by `from_pretrained`:
+outputs equal the Model Garden encoder's within 1e-5; bad checkpoints and SavedModels are clear errors.
+Out: `save_model_garden_checkpoint` and the TF Hub-style encoder export, loaded in .venv-mg by the Model Garden's
+`BertEncoder` and by `tensorflow_hub.KerasLayer` (`fixtures/model_garden_check.py`): outputs equal ours within
+1e-5 on real sentences; both read back by `from_pretrained` unchanged."""
+
+import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import bert_tf
+from bert_tf.export.hub import export_hub_style
 from bert_tf.model.checkpoints import CheckpointError
-from fixtures import model_garden
+from fixtures import datasets, model_garden
 
 TOL = 1e-5
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +100,127 @@ def test_tfhub_savedmodel_of_an_unknown_signature_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"saved_model.pb: signature inputs \['text'\]; expected a TF Hub BERT "
                                               r"encoder: a dict of int32 \['input_word_ids'"):
         bert_tf.from_pretrained(path)
+
+
+# --------------------------------------------------------------------------- out: ours -> Model Garden / TF Hub
+
+
+@pytest.fixture(scope="module")
+def minilm_tanh():
+    """MiniLM with the tanh GELU, the Model Garden's: its outputs there are ours exactly (not up to the GELUs)."""
+    config = bert_tf.BertConfig.from_json_file(os.path.join(datasets.minilm_dir(), "config.json"))
+    return bert_tf.from_pretrained(datasets.minilm_dir(), config=dataclasses.replace(config, hidden_act="gelu_tanh"))
+
+
+@pytest.fixture(scope="module")
+def written(reference, minilm_tanh, tmp_path_factory):
+    """Ours written both ways, then loaded in .venv-mg by the Model Garden and TF Hub on real sentences."""
+    work = tmp_path_factory.mktemp("ours")
+    garden_dir, hub_dir, out = str(work / "garden"), str(work / "hub"), str(work / "theirs.npz")
+    bert_tf.save_model_garden_checkpoint(minilm_tanh, garden_dir)
+    preprocessor = bert_tf.BertPreprocessor(minilm_tanh.vocab_file, lower_case=True, seq_length=model_garden.SEQ_LENGTH)
+    export_hub_style(preprocessor, minilm_tanh.encoder, hub_dir)
+    proc = subprocess.run([model_garden.mg_python(), os.path.join(ROOT, "fixtures", "model_garden_check.py"),
+                           garden_dir, hub_dir, os.path.join(reference[0], "inputs.npz"), out],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return garden_dir, hub_dir, dict(np.load(out))
+
+
+def _assert_close(name, ours, theirs, mask=None):
+    diff = np.abs(ours - theirs) if mask is None else np.abs(np.where(mask, ours - theirs, 0.0))
+    assert diff.max() < TOL, (name, diff.max())
+
+
+def test_model_garden_bert_encoder_restores_our_checkpoint(reference, minilm_tanh, written):
+    _, inputs, their_conversion = reference
+    garden_dir, _, theirs = written
+    assert sorted(os.listdir(garden_dir)) == ["bert_config.json", "bert_model.ckpt-1.data-00000-of-00001",
+                                              "bert_model.ckpt-1.index", "checkpoint", "vocab.txt"]
+    ours = minilm_tanh.encoder(inputs)
+    mask = inputs["input_mask"][..., None].astype(bool)
+    for name in ("sequence_output", "pooled_output"):
+        _assert_close(name, ours[name].numpy(), theirs[f"garden_{name}"], mask if name == "sequence_output" else None)
+        # and the same as the Model Garden's own conversion of these weights (its converter's checkpoint)
+        _assert_close(name, their_conversion[name], theirs[f"garden_{name}"], mask if name == "sequence_output" else None)
+
+
+def test_model_garden_checkpoint_round_trip(minilm_tanh, written):
+    back = bert_tf.from_pretrained(written[0])
+    assert back.format == "model_garden" and back.config == minilm_tanh.config and back.lower_case
+    for a, b in zip(back.encoder.get_weights(), minilm_tanh.encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tf_hub_keras_layer_runs_our_encoder_export(reference, minilm_tanh, written):
+    _, inputs, _ = reference
+    _, _, theirs = written
+    ours = minilm_tanh.encoder(inputs)
+    mask = inputs["input_mask"][..., None].astype(bool)
+    _assert_close("sequence_output", ours["sequence_output"].numpy(), theirs["hub_sequence_output"], mask)
+    _assert_close("pooled_output", ours["pooled_output"].numpy(), theirs["hub_pooled_output"])
+    _assert_close("default", ours["pooled_output"].numpy(), theirs["hub_default"])
+    _assert_close("encoder_outputs", np.stack([o.numpy() for o in ours["encoder_outputs"]]),
+                  theirs["hub_encoder_outputs"], mask[None])
+    # KerasLayer(trainable=True) fine-tunes every encoder weight (all 6 layers, embeddings, pooler)
+    assert int(theirs["hub_trainable_variables"]) == len(minilm_tanh.encoder.trainable_variables)
+    assert int(theirs["hub_training_gradients"]) == len(minilm_tanh.encoder.trainable_variables)
+    assert bool(theirs["hub_lower_case"]) and int(theirs["hub_vocab_lines"]) == minilm_tanh.config.vocab_size
+
+
+def test_our_tf_hub_export_round_trip(minilm_tanh, written):
+    back = bert_tf.from_pretrained(os.path.join(written[1], "encoder"))
+    assert back.format == "tfhub" and back.config == minilm_tanh.config and back.lower_case
+    for a, b in zip(back.encoder.get_weights(), minilm_tanh.encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _tiny(tmp_path, hidden_act):
+    vocab = str(tmp_path / "vocab.txt")
+    with open(vocab, "w", encoding="utf-8") as f:
+        f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]) + "\n")
+    encoder = bert_tf.BertEncoder(bert_tf.BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=16,
+                                                     hidden_act=hidden_act))
+    return encoder, vocab
+
+
+def test_what_the_model_garden_cannot_hold_is_refused(tmp_path):
+    exact, vocab = _tiny(tmp_path, "gelu")
+    with pytest.raises(ValueError, match="exact erf GELU.*Model Garden's BertEncoder.*allow_gelu_tanh"):
+        bert_tf.save_model_garden_checkpoint(exact, str(tmp_path / "refused"), vocab_file=vocab)
+    assert not os.path.exists(tmp_path / "refused")
+    bert_tf.save_model_garden_checkpoint(exact, str(tmp_path / "allowed"), vocab_file=vocab, allow_gelu_tanh=True)
+    with open(tmp_path / "allowed" / "bert_config.json", encoding="utf-8") as f:
+        assert json.load(f)["hidden_act"] == "gelu"  # Google's spelling of the tanh GELU, which the Model Garden runs
+    assert bert_tf.from_pretrained(str(tmp_path / "allowed")).config.hidden_act == "gelu_tanh"
+    relu, _ = _tiny(tmp_path, "relu")
+    with pytest.raises(ValueError, match="hidden_act='relu'"):
+        bert_tf.save_model_garden_checkpoint(relu, str(tmp_path / "relu"))
+    eps = bert_tf.BertEncoder(dataclasses.replace(exact.config, hidden_act="gelu_tanh", layer_norm_eps=1e-6))
+    with pytest.raises(ValueError, match="layer_norm_eps=1e-06"):
+        bert_tf.save_model_garden_checkpoint(eps, str(tmp_path / "eps"))
+    with pytest.raises(ValueError, match="5 tokens, the encoder's vocab_size is 8"):
+        short = str(tmp_path / "short.txt")
+        with open(short, "w", encoding="utf-8") as f:
+            f.write("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+        tanh = bert_tf.BertEncoder(dataclasses.replace(exact.config, hidden_act="gelu_tanh"))
+        bert_tf.save_model_garden_checkpoint(tanh, str(tmp_path / "short"), vocab_file=short)
+
+
+def test_export_program_writes_a_model_garden_checkpoint(tmp_path):
+    encoder, vocab = _tiny(tmp_path, "gelu_tanh")
+    model = bert_tf.BertClassifier(encoder, bert_tf.BertPreprocessor(vocab, seq_length=8), num_classes=2)
+    model.build()
+    model.save(str(tmp_path / "model.keras"))
+    out = str(tmp_path / "garden")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "export.py"),
+                           f"--keras_model={tmp_path / 'model.keras'}", "--format=model_garden",
+                           f"--checkpoint_dir={out}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    back = bert_tf.from_pretrained(out)
+    assert back.format == "model_garden" and back.config == encoder.config
+    with open(back.vocab_file, encoding="utf-8") as f:
+        assert f.read().split() == model.preprocessor.vocabulary
+    for a, b in zip(back.encoder.get_weights(), encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)

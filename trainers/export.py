@@ -14,7 +14,8 @@ by earlier bert_tf versions, is still read for labels, task kind and sequence le
     python trainers/export.py --model_dir=/tmp/finetuned --export_base=/tmp/models/bert \
         --labels=negative,neutral,positive --max_seq_length=128 --version=3
 
-TF Hub-style preprocessing + encoder SavedModels (no head needed):
+TF Hub-style preprocessing + encoder SavedModels (no head needed; the encoder has TF Hub's BERT encoder interface:
+`hub.KerasLayer(<hub_dir>/encoder, trainable=True)`, and `from_pretrained` reads it back):
 
     python trainers/export.py --model_dir=/path/to/bert --hub_dir=/tmp/hub
 
@@ -28,6 +29,11 @@ A keras-hub preset (`keras_hub.models.BertTextClassifier.from_preset(dir)` for a
 `BertBackbone` + `BertTokenizer` of the encoder; `bert_tf.save_keras_hub_preset`), from either source:
 
     python trainers/export.py --keras_model=/tmp/run/model.keras --format=keras_hub --preset_dir=/tmp/preset
+
+The encoder as a Model Garden TF2 checkpoint (`official.nlp.modeling.networks.BertEncoder` restores it with
+`tf.train.Checkpoint(encoder=encoder)`; `bert_tf.save_model_garden_checkpoint`), from either source:
+
+    python trainers/export.py --model_dir=/path/to/bert --format=model_garden --checkpoint_dir=/tmp/mg
 
 Writes `<export_base>/<version>/` atomically (a server polling `export_base` never sees half a model), and
 `<litert_export_dir>/model.tflite` + `model.json` the same way.
@@ -47,15 +53,21 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import bert_tf  # noqa: E402
+from bert_tf import atomic  # noqa: E402
 from bert_tf.export.hub import export_hub_style  # noqa: E402
 
 flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
 flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
-flags.DEFINE_enum("format", "serving", ["serving", "keras_hub"],
-                  "serving: the SavedModel/TF Hub/LiteRT exports below; keras_hub: a keras-hub preset in --preset_dir.")
+flags.DEFINE_enum("format", "serving", ["serving", "keras_hub", "model_garden"],
+                  "serving: the SavedModel/TF Hub/LiteRT exports below; keras_hub: a keras-hub preset in --preset_dir; "
+                  "model_garden: the encoder as a Model Garden TF2 checkpoint in --checkpoint_dir.")
 flags.DEFINE_string("preset_dir", None, "--format=keras_hub: the preset directory to write.")
 flags.DEFINE_bool("keras_hub_allow_gelu_tanh", False, "--format=keras_hub: write an exact-GELU encoder although "
                   "keras-hub computes the tanh GELU (outputs move by the difference).")
+flags.DEFINE_string("checkpoint_dir", None, "--format=model_garden: the directory to write (bert_model.ckpt, "
+                    "bert_config.json, vocab.txt).")
+flags.DEFINE_bool("model_garden_allow_gelu_tanh", False, "--format=model_garden: write an exact-GELU encoder although "
+                  "the Model Garden's BertEncoder computes the tanh GELU (outputs move by the difference).")
 flags.DEFINE_string("export_base", None, "Serving base dir; the export goes to <export_base>/<version>.")
 flags.DEFINE_integer("version", None, "Version number (default: largest existing + 1).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version (atomic swap).")
@@ -174,6 +186,26 @@ def keras_hub_export():
                                          allow_gelu_tanh=FLAGS.keras_hub_allow_gelu_tanh, overwrite=FLAGS.overwrite)
 
 
+def model_garden_export():
+    """--format=model_garden: the encoder of --keras_model or --model_dir as a Model Garden TF2 BERT checkpoint
+    (`bert_tf.save_model_garden_checkpoint`); a task model's head is not part of it."""
+    if not FLAGS.checkpoint_dir:
+        raise app.UsageError("--format=model_garden writes to --checkpoint_dir")
+    if FLAGS.keras_model:
+        model = keras.saving.load_model(FLAGS.keras_model)
+        if model.preprocessor is None:
+            raise app.UsageError(f"{FLAGS.keras_model}: a task model without a preprocessor has no vocabulary")
+        os.makedirs(FLAGS.checkpoint_dir, exist_ok=True)
+        vocab_file = atomic.write_file(os.path.join(FLAGS.checkpoint_dir, "vocab.txt"),
+                                       "".join(token + "\n" for token in model.preprocessor.vocabulary))
+        encoder = model.encoder
+    else:
+        encoder = bert_tf.from_pretrained(FLAGS.model_dir)
+        vocab_file = encoder.vocab_file
+    return bert_tf.save_model_garden_checkpoint(encoder, FLAGS.checkpoint_dir, vocab_file=vocab_file,
+                                                allow_gelu_tanh=FLAGS.model_garden_allow_gelu_tanh)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -181,6 +213,9 @@ def main(argv):
         raise app.UsageError("give exactly one of --keras_model and --model_dir")
     if FLAGS.format == "keras_hub":
         print(f"wrote keras-hub preset to {keras_hub_export()}", flush=True)
+        return
+    if FLAGS.format == "model_garden":
+        print(f"wrote Model Garden checkpoint {model_garden_export()}", flush=True)
         return
     if not FLAGS.export_base and not FLAGS.hub_dir and not FLAGS.litert_export_dir:
         raise app.UsageError("give --export_base (serving export), --hub_dir (TF Hub-style pair) and/or "

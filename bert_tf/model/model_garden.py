@@ -146,12 +146,13 @@ def _object_tree(values):
 
 
 def save_model_garden_checkpoint(encoder, directory, vocab_file=None, allow_gelu_tanh=False):
-    """Writes ``encoder`` as a Model Garden TF2 BERT checkpoint; returns its prefix ``<directory>/bert_model.ckpt``.
+    """Writes ``encoder`` as a Model Garden TF2 BERT checkpoint; returns its prefix ``<directory>/bert_model.ckpt-1``
+    (the layout of the Model Garden's `tf2_bert_encoder_checkpoint_converter`).
 
     The Model Garden restores it with ``tf.train.Checkpoint(encoder=BertEncoder(...)).restore(prefix)``, the
     encoder built from the ``bert_config.json`` written beside it (``official.legacy.bert.configs.BertConfig``,
     ``export_tfhub_lib.get_bert_encoder``); ``vocab_file`` is copied as ``vocab.txt``; `from_pretrained` reads
-    the directory back. Also writes the ``checkpoint`` state file (``tf.train.latest_checkpoint`` finds it).
+    the directory back, and ``tf.train.latest_checkpoint(directory)`` finds the prefix.
 
     Args:
       encoder: a `BertEncoder`, or a `Pretrained` (its vocabulary is then written unless ``vocab_file`` is given).
@@ -174,10 +175,10 @@ def save_model_garden_checkpoint(encoder, directory, vocab_file=None, allow_gelu
     values = {path: _model_garden_shape(google_name, weights[google_name], config)
               for google_name, path in name_map(config.num_hidden_layers, 1)}
     os.makedirs(directory, exist_ok=True)
-    prefix = os.path.join(os.path.abspath(directory), "bert_model.ckpt")
-    tf.train.Checkpoint(**{CHECKPOINT_ROOTS[0]: _object_tree(values)}).write(prefix)
-    with open(os.path.join(directory, "checkpoint"), "w", encoding="utf-8") as f:
-        f.write('model_checkpoint_path: "bert_model.ckpt"\nall_model_checkpoint_paths: "bert_model.ckpt"\n')
+    # save(), as the Model Garden's converter: its save_counter is an object the Model Garden's own
+    # tf.train.Checkpoint has, so restore(...).assert_existing_objects_matched() needs it; writes `checkpoint` too.
+    prefix = tf.train.Checkpoint(**{CHECKPOINT_ROOTS[0]: _object_tree(values)}).save(
+        os.path.join(os.path.abspath(directory), "bert_model.ckpt"))
     # Google's dialect, spelling what the Model Garden computes ("gelu": the tanh form).
     dataclasses.replace(config, hidden_act=GELU_TANH).to_json_file(
         os.path.join(directory, "bert_config.json"), format="google")
