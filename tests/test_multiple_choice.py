@@ -22,7 +22,8 @@ from bert_tf.export.serving_ops import check_serving_ops  # noqa: E402
 from bert_tf.tasks.multiple_choice import MultipleChoiceTask  # noqa: E402
 from bert_tf.tasks.multiple_choice import data as choice_data  # noqa: E402
 from bert_tf.tasks.multiple_choice.model import BertMultipleChoice  # noqa: E402
-from bert_tf.training import finetuning  # noqa: E402
+from bert_tf.training import finetuning, train_step  # noqa: E402
+from bert_tf.training.optimization import create_optimizer  # noqa: E402
 from fixtures import multiple_choice as hellaswag  # noqa: E402
 
 CONTEXTS = ["A man is sitting on a roof.", "   ", "Water boils at 100 degrees at sea level, café 北京!"]
@@ -108,6 +109,70 @@ def test_logits_match_hugging_face_bert_for_multiple_choice(minilm_choice, minil
     with torch.no_grad():
         theirs = hf(**{k: v.view(2, 3, -1) for k, v in enc.items()}).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=2e-4)
+
+
+def _torch_adamw(torch, transformers, hf, learning_rate, steps, warmup, eps):
+    """torch AdamW as the HF examples set it up: decay 0.01 except biases and LayerNorm, linear warmup/decay."""
+    no_decay = ("bias", "LayerNorm")
+    groups = [{"params": [p for n, p in hf.named_parameters() if not any(k in n for k in no_decay)],
+               "weight_decay": 0.01},
+              {"params": [p for n, p in hf.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, eps=eps)
+    return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
+
+
+def test_training_steps_match_hugging_face(minilm_dir, tmp_path):
+    """Training, not only the forward pass: from the same weights and head, on the same HellaSwag batches with
+    dropout off, our optimizer steps (finetuning's `create_optimizer`, the Trainer's `TrainStep`: AdamW with bias
+    correction, eps 1e-6, decay 0.01 except biases and LayerNorm, warmup then linear decay, clip 1.0) and torch's
+    AdamW on `BertForMultipleChoice` give the same losses and the same trained logits; the same parameters are
+    weight-decayed on both sides."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    steps, batch, learning_rate = 4, 4, 1e-4
+    rows = hellaswag.hellaswag_rows("activitynet")[:steps * batch]
+    pretrained = bert_tf.from_pretrained(minilm_dir)
+    keras.utils.set_random_seed(3)
+    model = BertMultipleChoice(pretrained.encoder, bert_tf.BertPreprocessor(pretrained.vocab_file, seq_length=64))
+    model.build()
+    features = {k: v.numpy() for k, v in model.pack_choices([r["ctx_a"] for r in rows], [r["ctx_b"] for r in rows],
+                                                             [r["endings"] for r in rows]).items()}
+    labels = np.array([int(r["label"]) for r in rows], np.int32)
+    hf = transformers.BertForMultipleChoice.from_pretrained(minilm_dir, hidden_dropout_prob=0.0,
+                                                            attention_probs_dropout_prob=0.0)
+    kernel, bias = model.head.get_weights()
+    with torch.no_grad():
+        hf.classifier.weight.copy_(torch.tensor(kernel.T))
+        hf.classifier.bias.copy_(torch.tensor(bias))
+
+    strategy = tf.distribute.get_strategy()
+    optimizer = train_step.prepare_optimizer(create_optimizer("adamw", learning_rate, steps, 1, bias_correction=True),
+                                             strategy, None, clip_norm=1.0)
+    optimizer.build(model.trainable_variables)
+    decayed = sum(int(np.prod(v.shape)) for v in model.trainable_variables if optimizer.uses_weight_decay(v))
+    task = MultipleChoiceTask(str(tmp_path))
+    step = train_step.TrainStep(model, optimizer, lambda m, b, training: task.compute_loss(m, b, training=False),
+                                strategy, tf.Variable(0, tf.int64))
+    loop, batches = step.loop("slice"), iter(tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch))
+    ours = [float(step.run_loop(loop, batches, 1, i)[0]["loss"]) for i in range(steps)]
+
+    torch_optimizer, schedule = _torch_adamw(torch, transformers, hf, learning_rate, steps, 1, eps=1e-6)
+    assert decayed == sum(p.numel() for g in torch_optimizer.param_groups if g["weight_decay"] for p in g["params"])
+    pt = {"input_ids": "input_word_ids", "attention_mask": "input_mask", "token_type_ids": "input_type_ids"}
+    theirs = []
+    for i in range(steps):
+        inputs = {k: torch.tensor(features[v][i * batch:(i + 1) * batch]).long() for k, v in pt.items()}
+        loss = hf(**inputs, labels=torch.tensor(labels[i * batch:(i + 1) * batch]).long()).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        torch_optimizer.step()
+        schedule.step()
+        torch_optimizer.zero_grad()
+        theirs.append(float(loss.detach()))
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    with torch.no_grad():
+        trained = hf.eval()(**{k: torch.tensor(features[v]).long() for k, v in pt.items()}).logits.numpy()
+    np.testing.assert_allclose(model(features, training=False).numpy(), trained, atol=2e-5)
 
 
 def test_blank_options_get_no_probability(minilm_choice):
