@@ -120,8 +120,11 @@ def written(reference, minilm_tanh, tmp_path_factory):
     bert_tf.save_model_garden_checkpoint(minilm_tanh, garden_dir)
     preprocessor = bert_tf.BertPreprocessor(minilm_tanh.vocab_file, lower_case=True, seq_length=model_garden.SEQ_LENGTH)
     export_hub_style(preprocessor, minilm_tanh.encoder, hub_dir)
+    sentences = str(work / "sentences.json")  # the sentences of the reference's inputs.npz
+    with open(sentences, "w", encoding="utf-8") as f:
+        json.dump(datasets.real_sentences(model_garden.SENTENCES), f)
     proc = subprocess.run([model_garden.mg_python(), os.path.join(ROOT, "fixtures", "model_garden_check.py"),
-                           garden_dir, hub_dir, os.path.join(reference[0], "inputs.npz"), out],
+                           garden_dir, hub_dir, os.path.join(reference[0], "inputs.npz"), sentences, out],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return garden_dir, hub_dir, dict(np.load(out))
@@ -166,6 +169,9 @@ def test_tf_hub_keras_layer_runs_our_encoder_export(reference, minilm_tanh, writ
     assert int(theirs["hub_trainable_variables"]) == len(minilm_tanh.encoder.trainable_variables)
     assert int(theirs["hub_training_gradients"]) == len(minilm_tanh.encoder.trainable_variables)
     assert bool(theirs["hub_lower_case"]) and int(theirs["hub_vocab_lines"]) == minilm_tanh.config.vocab_size
+    # TF Hub's recipe from raw text: string -> our preprocessing -> our encoder, in a tf-keras model
+    np.testing.assert_array_equal(theirs["text_input_word_ids"], inputs["input_word_ids"])
+    _assert_close("text pooled_output", ours["pooled_output"].numpy(), theirs["text_pooled_output"])
 
 
 def test_our_tf_hub_export_round_trip(minilm_tanh, written):

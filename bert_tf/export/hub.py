@@ -3,8 +3,15 @@
 `export_hub_style(preprocessor, encoder, export_dir)` writes the TF Hub-style
 pair for `tf.data` pipelines: ``<export_dir>/preprocessing`` (callable on
 strings; ``tokenize``; ``bert_pack_inputs(segments, seq_length)``) and
-``<export_dir>/encoder`` (callable on the input dict ->
-``sequence_output``, ``pooled_output``, ``encoder_outputs``).
+``<export_dir>/encoder`` with the interface of TF Hub's BERT encoders (the Model
+Garden's ``export_tfhub``): called on the dict of ``input_word_ids``/``input_mask``/
+``input_type_ids`` (int32 [batch, seq]) with ``training`` (dropout when fine-tuning) ->
+``sequence_output``, ``pooled_output``, ``default`` (= pooled), ``encoder_outputs`` (list,
+one per layer); ``trainable_variables`` (what ``hub.KerasLayer(..., trainable=True)``
+fine-tunes); ``vocab_file`` (asset ``vocab.txt``) and ``do_lower_case`` for tokenizer setups
+that read them. It also carries our `BertConfig` (``assets/bert_tf_config.json``), with which
+`bert_tf.from_pretrained` reads it back. tests/test_model_garden.py checks it under
+``tensorflow_hub.KerasLayer`` in the Model Garden's venv.
 """
 
 import os
