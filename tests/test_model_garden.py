@@ -143,9 +143,10 @@ def test_model_garden_bert_encoder_restores_our_checkpoint(reference, minilm_tan
     ours = minilm_tanh.encoder(inputs)
     mask = inputs["input_mask"][..., None].astype(bool)
     for name in ("sequence_output", "pooled_output"):
-        _assert_close(name, ours[name].numpy(), theirs[f"garden_{name}"], mask if name == "sequence_output" else None)
+        name_mask = mask if name == "sequence_output" else None
+        _assert_close(name, ours[name].numpy(), theirs[f"garden_{name}"], name_mask)
         # and the same as the Model Garden's own conversion of these weights (its converter's checkpoint)
-        _assert_close(name, their_conversion[name], theirs[f"garden_{name}"], mask if name == "sequence_output" else None)
+        _assert_close(name, their_conversion[name], theirs[f"garden_{name}"], name_mask)
 
 
 def test_model_garden_checkpoint_round_trip(minilm_tanh, written):

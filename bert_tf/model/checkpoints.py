@@ -30,7 +30,8 @@ Formats read by `from_pretrained`:
 * ``"model_garden"``: a TF Model Garden TF2 BERT checkpoint (object-based, ``encoder/layer_with_weights-N/...``)
   with its ``bert_config.json`` and ``vocab.txt``; ``"tfhub"``: a TF Hub BERT encoder SavedModel
   (``saved_model.pb``, ``assets/vocab.txt``), checked against our encoder on a probe batch
-  (`bert_tf.model.model_garden`).
+  (`bert_tf.model.model_garden`, which also writes the former: `bert_tf.save_model_garden_checkpoint`; our own
+  TF Hub-style export, `bert_tf.export.hub`, reads back as ``"tfhub"``).
 
 Missing encoder weights are an error listing their names (never a silent random
 init); non-encoder weights are returned in ``Pretrained.extra_weights`` (and

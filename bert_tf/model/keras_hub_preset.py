@@ -301,7 +301,8 @@ def save_keras_hub_preset(model, preset_dir, vocab_file=None, lower_case=None, a
     Args:
       model: a task model whose folder registered a `KerasHubTask`, e.g. a `bert_tf.BertClassifier` (written as a
         `keras_hub.models.BertTextClassifier` preset: backbone, tokenizer, preprocessor with its sequence length,
-        head), a `Pretrained` (what `from_pretrained` returns), or a `BertEncoder` (then give ``vocab_file`` and ``lower_case``). A backbone preset loads with
+        head), a `Pretrained` (what `from_pretrained` returns), or a `BertEncoder` (then give ``vocab_file`` and
+        ``lower_case``). A backbone preset loads with
         `keras_hub.models.BertBackbone.from_preset(dir)` and `keras_hub.models.BertTokenizer.from_preset(dir)`.
       preset_dir: the directory to write (must be absent or empty unless ``overwrite``).
       vocab_file, lower_case: the vocabulary and casing of a bare `BertEncoder` (override a `Pretrained`'s).

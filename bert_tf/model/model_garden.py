@@ -231,7 +231,8 @@ def _our_export_weights(values, config, source):
     missing = [var.path for var in variables if var.path not in values]
     if missing:
         raise ValueError(f"{source}: a bert_tf encoder export ({OUR_CONFIG_ASSET} in assets/) without "
-                         f"{len(missing)} of its encoder's variables, e.g. {missing[:3]}; found e.g. {sorted(values)[:5]}")
+                         f"{len(missing)} of its encoder's variables, e.g. {missing[:3]}; "
+                         f"found e.g. {sorted(values)[:5]}")
     for var in variables:
         var.assign(values[var.path])
     return get_encoder_weights(encoder)
