@@ -5,6 +5,7 @@
   6 -> 3 gives 0, 2, 5).
 * `layer_dropped_student(template, teacher, layer_map)`: the data's task model with fewer layers; embeddings, the mapped
   transformer layers, the pooler and the task head copied from the teacher (DistilBERT's initialisation).
+* `layer_dropped_encoder(encoder, layer_map)`: the same for a bare pretrained encoder (a baseline student).
 * `check_same_task(teacher, student)`: the two must be the same kind of task model (class, labels, inputs, head
   settings) and read the same vocabulary, or the teacher's outputs mean nothing to the student.
 """
@@ -14,6 +15,7 @@ import re
 import numpy as np
 
 from bert_tf.model.config import BertConfig
+from bert_tf.model.encoder import BertEncoder
 from bert_tf.training.settings import ConfigError
 
 # Keys of a task model's get_config() that a student may change (everything else — labels, pair input, tag scheme,
@@ -77,6 +79,19 @@ def layer_dropped_student(template, teacher, layers):
             raise ValueError(f"student weight {v.path} {tuple(v.shape)} has no teacher weight to start from")
         values.append(source.numpy())
     student.set_weights(values)
+    return student
+
+
+def layer_dropped_encoder(encoder, layers):
+    """A `BertEncoder` of `len(layers)` layers holding `encoder`'s embeddings, layers `layers` and pooler: the
+    student's starting point without a fine-tuned teacher (e.g. the baseline fine-tuned directly on the labels;
+    `bert_tf.save_pretrained` makes it an `--init_checkpoint`)."""
+    config = BertConfig.from_dict({**encoder.config.to_dict(), "num_hidden_layers": len(layers)})
+    student = BertEncoder(config)
+    student.embeddings.set_weights(encoder.embeddings.get_weights())
+    for i, j in enumerate(layers):
+        student.transformer_layers[i].set_weights(encoder.transformer_layers[j].get_weights())
+    student.pooler.set_weights(encoder.pooler.get_weights())
     return student
 
 

@@ -96,6 +96,9 @@ class DistillationTask(FinetuningTask):
         if own_student and (c.student_num_layers or c.student_layer_map):
             raise ConfigError("--student_num_layers/--student_layer_map take the student from the teacher; "
                               "--init_checkpoint/--bert_config_file give another one: choose one")
+        if not own_student and (run_config.vocab_file or run_config.do_lower_case is not None):
+            raise ConfigError("--vocab_file/--do_lower_case: a student taken from its teacher reads the teacher's "
+                              "vocabulary and casing; drop them")
         if type(self.task).distillation_targets is FinetuningTask.distillation_targets:
             raise ConfigError(f"--task={self.task.name} cannot be distilled yet")
         if c.unlabelled_text_file and not tf.io.gfile.exists(c.unlabelled_text_file):
