@@ -65,8 +65,8 @@ $(MG_STAMP): requirements-mg.txt
 	$(MG_VENV)/bin/python -m pip install -q --prefer-binary -r requirements-mg.txt
 	touch $(MG_STAMP)
 
-# MiniLM as a Model Garden TF2 checkpoint and a TF Hub encoder SavedModel, by the Model Garden's own code,
-# cached in .cache/model_garden (tests/test_model_garden.py reads it).
+# MiniLM as a Model Garden TF2 checkpoint, a TF Hub encoder SavedModel and TF Hub preprocess SavedModels (uncased,
+# cased), by the Model Garden's own code, cached in .cache/model_garden (tests/test_model_garden.py reads it).
 model-garden-reference: setup setup-mg data
 	$(PY) -m fixtures.model_garden
 

@@ -1,7 +1,9 @@
 """Model Garden TF2 checkpoints and TF Hub BERT encoder SavedModels of the real MiniLM, both ways.
 
 In: both made by the Model Garden's own code in .venv-mg (`fixtures.model_garden`), read by `from_pretrained`:
-outputs equal the Model Garden encoder's within 1e-5; bad checkpoints and SavedModels are clear errors.
+outputs equal the Model Garden encoder's within 1e-5; bad checkpoints and SavedModels are clear errors. With the
+Model Garden's TF Hub preprocess SavedModel (uncased and cased), vocab and casing come from it: our tokenizer's ids
+equal its own on 300 real sentences.
 Out: `save_model_garden_checkpoint` and the TF Hub-style encoder export, loaded in .venv-mg by the Model Garden's
 `BertEncoder` and by `tensorflow_hub.KerasLayer` (`fixtures/model_garden_check.py`): outputs equal ours within
 1e-5 on real sentences; both read back by `from_pretrained` unchanged."""
@@ -100,6 +102,52 @@ def test_tfhub_savedmodel_of_an_unknown_signature_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"saved_model.pb: signature inputs \['text'\]; expected a TF Hub BERT "
                                               r"encoder: a dict of int32 \['input_word_ids'"):
         bert_tf.from_pretrained(path)
+
+
+def _encoder_without_vocab(reference, tmp_path):
+    path = str(tmp_path / "encoder_without_vocab")
+    shutil.copytree(os.path.join(reference[0], "tfhub_encoder"), path)
+    os.remove(os.path.join(path, "assets", "vocab.txt"))
+    return path
+
+
+@pytest.mark.parametrize("name,lower_case", [("uncased", True), ("cased", False)])
+def test_tfhub_preprocess_model_gives_vocab_and_casing(reference, tmp_path, name, lower_case):
+    """Our tokenizer, built from what is read of the Model Garden's preprocess SavedModel, gives its own ids."""
+    path = reference[0]
+    preprocess = os.path.join(path, f"tfhub_preprocess_{name}")
+    # The uncased one serves an encoder without its own vocab; the cased one overrides the encoder's do_lower_case.
+    encoder = _encoder_without_vocab(reference, tmp_path) if lower_case else os.path.join(path, "tfhub_encoder")
+    pretrained = bert_tf.from_pretrained(encoder, preprocess_dir=preprocess)
+    assert pretrained.format == "tfhub" and pretrained.lower_case is lower_case
+    assert pretrained.vocab_file == os.path.join(preprocess, "assets", "vocab.txt")
+    with open(os.path.join(path, "sentences.json"), encoding="utf-8") as f:
+        sentences = json.load(f)
+    theirs = np.load(os.path.join(path, "preprocess_ids.npz"))[name]
+    preprocessor = bert_tf.BertPreprocessor(pretrained.vocab_file, lower_case=pretrained.lower_case,
+                                            seq_length=theirs.shape[1])
+    ours = preprocessor(tf.constant(sentences))["input_word_ids"].numpy()
+    differing = [sentences[i] for i in np.flatnonzero((ours != theirs).any(axis=1))]
+    assert not differing, differing[:3]
+
+
+def test_tfhub_preprocess_dir_that_is_not_one_is_an_error(reference, tmp_path):
+    encoder = _encoder_without_vocab(reference, tmp_path)
+    with pytest.raises(CheckpointError, match="without assets/vocab.txt .*pass preprocess_dir="):
+        bert_tf.from_pretrained(encoder)
+    not_preprocess = os.path.join(reference[0], "model_garden")
+    with pytest.raises(CheckpointError, match=f"{not_preprocess}: not a TF Hub BERT preprocess SavedModel"):
+        bert_tf.from_pretrained(encoder, preprocess_dir=not_preprocess)
+    text_model = str(tmp_path / "text_model")
+    _text_model(text_model)
+    os.makedirs(os.path.join(text_model, "assets"), exist_ok=True)
+    shutil.copyfile(os.path.join(reference[0], "tfhub_encoder", "assets", "vocab.txt"),
+                    os.path.join(text_model, "assets", "vocab.txt"))
+    with pytest.raises(CheckpointError, match="saved_model.pb: a SavedModel without tf-text's WordPiece tokenizer op"):
+        bert_tf.from_pretrained(encoder, preprocess_dir=text_model)
+    with pytest.raises(CheckpointError, match="preprocess_dir= is for a TF Hub encoder SavedModel; this is a "
+                                              "'huggingface' model"):
+        bert_tf.from_pretrained(datasets.minilm_dir(), preprocess_dir=os.path.join(reference[0], "tfhub_preprocess_cased"))
 
 
 # --------------------------------------------------------------------------- out: ours -> Model Garden / TF Hub

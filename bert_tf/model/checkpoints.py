@@ -317,10 +317,10 @@ def _model_garden_weights(raw, source):
         raise CheckpointError(str(e)) from None
 
 
-def _from_hub_encoder(path, strict, dtype, config):
+def _from_hub_encoder(path, strict, dtype, config, preprocess_dir):
     """A TF Hub BERT encoder SavedModel (`bert_tf.model.model_garden`), checked against the encoder built from it."""
     try:
-        cfg, weights, vocab_file, lower_case, loaded = model_garden.read_hub_encoder(path)
+        cfg, weights, vocab_file, lower_case, loaded = model_garden.read_hub_encoder(path, preprocess_dir)
         cfg = config if config is not None else cfg
         encoder = BertEncoder(cfg, dtype=dtype)
         extra = set_encoder_weights(encoder, weights, source=path, strict=strict)
@@ -332,7 +332,7 @@ def _from_hub_encoder(path, strict, dtype, config):
     return Pretrained(cfg, encoder, vocab_file, lower_case, extra, "tfhub")
 
 
-def from_pretrained(path, strict=True, dtype=None, config=None):
+def from_pretrained(path, strict=True, dtype=None, config=None, preprocess_dir=None):
     """Load a BERT encoder from a Google, Hugging Face, bert_tf, keras-hub preset, Model Garden or TF Hub directory.
 
     Args:
@@ -341,6 +341,8 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
         ``False`` they are logged and keep their random init.
       dtype: optional Keras dtype policy for the encoder (e.g. ``"mixed_bfloat16"``).
       config: optional `BertConfig` overriding the one in the directory.
+      preprocess_dir: for a TF Hub encoder SavedModel only: its matching TF Hub preprocess SavedModel (e.g.
+        ``bert_en_uncased_preprocess``), whose vocabulary and casing are then used.
 
     Returns:
       `Pretrained` (config, encoder, vocab_file, lower_case, extra_weights, format).
@@ -354,10 +356,13 @@ def from_pretrained(path, strict=True, dtype=None, config=None):
     """
     path = os.fspath(path)
     fmt = detect_format(path)
+    if preprocess_dir is not None and fmt != "tfhub":
+        raise CheckpointError(f"{path}: preprocess_dir= is for a TF Hub encoder SavedModel; this is a {fmt!r} "
+                              "model")
     if fmt == "keras_hub":
         return keras_hub_preset.read_preset(path, strict=strict, dtype=dtype, config=config)
     if fmt == "tfhub":
-        return _from_hub_encoder(path, strict, dtype, config)
+        return _from_hub_encoder(path, strict, dtype, config, preprocess_dir)
     model_dir = path if os.path.isdir(path) else os.path.dirname(path)
     vocab_file = os.path.join(model_dir, "vocab.txt")
     lower_case = None

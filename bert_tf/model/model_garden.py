@@ -28,6 +28,7 @@ import shutil
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from bert_tf.model.config import GELU_TANH, BertConfig
 from bert_tf.model.encoder import BertEncoder
@@ -38,6 +39,10 @@ OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 CHECKPOINT_ROOTS = ("encoder", "model")  # tf.train.Checkpoint(encoder=...), and model= of older checkpoints
 HUB_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 HUB_OUTPUTS = ("sequence_output", "pooled_output")
+# A TF Hub BERT preprocess SavedModel (the Model Garden's ``export_tfhub --export_type=preprocessing``) tokenizes
+# with tf-text's BertTokenizer: its WordPiece op, preceded by a CaseFoldUTF8 op exactly when it lower-cases.
+WORDPIECE_OP = "WordpieceTokenizeWithOffsets"
+CASE_FOLD_OP = "CaseFoldUTF8"
 PROBE_TOLERANCE = 1e-4
 OUR_CONFIG_ASSET = "bert_tf_config.json"  # in assets/ of our own TF Hub-style encoder export (bert_tf.export.hub)
 
@@ -238,14 +243,47 @@ def _our_export_weights(values, config, source):
     return get_encoder_weights(encoder)
 
 
-def read_hub_encoder(path):
-    """``(config, weights, vocab_file, lower_case, loaded)`` of a TF Hub BERT encoder SavedModel (the Model
-    Garden's export, or ours: `bert_tf.export.hub`, recognised by its config asset)."""
+def _graph_ops(source):
+    """Op types of a SavedModel's graph and of every function in its library."""
+    saved = saved_model_pb2.SavedModel()
+    with open(source, "rb") as f:
+        saved.ParseFromString(f.read())
+    ops = set()
+    for graph in saved.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def read_hub_preprocess(path):
+    """``(vocab_file, lower_case)`` of a TF Hub BERT preprocess SavedModel (the Model Garden's preprocessing
+    export, e.g. TF Hub's ``bert_en_uncased_preprocess``): its ``assets/vocab.txt``, and lower-casing when its
+    tokenizer graph case-folds (the export keeps ``do_lower_case`` only as that op, not as a variable)."""
     source = os.path.join(path, "saved_model.pb")
     vocab_file = os.path.join(path, "assets", "vocab.txt")
-    if not os.path.isfile(vocab_file):
-        raise ValueError(f"{path}: SavedModel without assets/vocab.txt (a WordPiece BERT encoder export holds it); "
-                         f"found: {sorted(os.listdir(path))}")
+    if not os.path.isfile(source) or not os.path.isfile(vocab_file):
+        found = sorted(os.listdir(path)) if os.path.isdir(path) else "no such directory"
+        raise ValueError(f"{path}: not a TF Hub BERT preprocess SavedModel (it needs saved_model.pb and "
+                         f"assets/vocab.txt); found: {found}")
+    ops = _graph_ops(source)
+    if WORDPIECE_OP not in ops:
+        raise ValueError(f"{source}: a SavedModel without tf-text's WordPiece tokenizer op ({WORDPIECE_OP}), so "
+                         "not a BERT preprocess model whose casing can be read")
+    return vocab_file, CASE_FOLD_OP in ops
+
+
+def read_hub_encoder(path, preprocess_dir=None):
+    """``(config, weights, vocab_file, lower_case, loaded)`` of a TF Hub BERT encoder SavedModel (the Model
+    Garden's export, or ours: `bert_tf.export.hub`, recognised by its config asset). With ``preprocess_dir``
+    (its matching preprocess SavedModel) the vocabulary and casing come from there."""
+    source = os.path.join(path, "saved_model.pb")
+    vocab_file = os.path.join(path, "assets", "vocab.txt")
+    if preprocess_dir is not None:
+        vocab_file, preprocess_lower_case = read_hub_preprocess(preprocess_dir)
+    elif not os.path.isfile(vocab_file):
+        raise ValueError(f"{path}: SavedModel without assets/vocab.txt (a WordPiece BERT encoder export holds it; "
+                         f"else pass preprocess_dir=, its preprocess SavedModel); found: {sorted(os.listdir(path))}")
     loaded = tf.saved_model.load(path)
     _hub_signature(loaded, source)
     values = {v.name[: -len(":0")] if v.name.endswith(":0") else v.name: v.numpy() for v in loaded.variables}
@@ -255,6 +293,11 @@ def read_hub_encoder(path):
         weights = _our_export_weights(values, config, source)
     else:
         config, weights = _hub_config(values, source)
+    if len(load_vocab(vocab_file)) != config.vocab_size:
+        raise ValueError(f"{vocab_file}: {len(load_vocab(vocab_file))} tokens, the encoder {path} has vocab_size "
+                         f"{config.vocab_size}: not its matching vocabulary")
+    if preprocess_dir is not None:
+        return config, weights, vocab_file, preprocess_lower_case, loaded
     lower_case = bool(loaded.do_lower_case.numpy()) if hasattr(loaded, "do_lower_case") else None
     return config, weights, vocab_file, lower_case, loaded
 
