@@ -16,9 +16,9 @@ import bert_tf
 from bert_tf.export.saved_model import read_metadata
 from bert_tf.export.serving_ops import check_serving_ops
 from bert_tf.tasks.classification import data as glue
-from bert_tf.tasks.classification import windows
 from bert_tf.tasks.classification.task import SentencePredictionConfig, SentencePredictionTask
 from bert_tf.tasks import TASKS
+from bert_tf.text import windows
 from bert_tf.training import finetuning, settings
 from bert_tf.training.settings import ConfigError
 from fixtures import datasets

@@ -40,7 +40,7 @@ import tensorflow as tf
 from bert_tf.model.task_model import BertTaskModel
 from bert_tf.tasks.classification import export as export_lib
 from bert_tf.tasks.classification import litert
-from bert_tf.tasks.classification import windows as windows_lib
+from bert_tf.text import windows as windows_lib
 from bert_tf.text.packer import INPUT_KEYS
 
 
@@ -77,7 +77,7 @@ class BertClassifier(BertTaskModel):
         initializer (``None``: the encoder's ``initializer_range``, else 0.02).
       max_windows: single-text models only: > 1 classifies a text longer than the
         preprocessor's ``seq_length`` over up to this many sliding windows
-        (`bert_tf.tasks.classification.windows`); 1 (default): the first window only (truncation).
+        (`bert_tf.text.windows`); 1 (default): the first window only (truncation).
       window_stride: wordpieces between window starts (required with ``max_windows > 1``, 0 otherwise).
       window_pooling: ``mean`` or ``max`` of the window logits of a document.
 
@@ -187,7 +187,7 @@ class BertClassifier(BertTaskModel):
         logits = self._row_logits(flat, training)
         window_logits = tf.scatter_nd(rows, logits, tf.stack([shape[0] * shape[1], self.num_classes]))
         window_logits = tf.reshape(window_logits, [shape[0], shape[1], self.num_classes])
-        return windows_lib.pool_window_logits(window_logits, valid, self.window_pooling)
+        return windows_lib.pool_windows(window_logits, valid, self.window_pooling)
 
     # --------------------------------------------------------------- outputs
     def outputs_from_logits(self, logits):

@@ -41,9 +41,9 @@ from bert_tf.tasks.classification import metrics as metrics_lib
 from bert_tf.tasks.classification.model import BertClassifier
 from bert_tf.tasks.classification.multi_label_task import THRESHOLD_CHOICES, MultiLabelTask
 from bert_tf.tasks.classification.text_task import TextDataTask
-from bert_tf.tasks.classification import windows as windows_lib
-from bert_tf.tasks.classification.windows import POOLINGS
 from bert_tf.tasks.base import data_dir_setting, strict_setting
+from bert_tf.tasks.window_settings import max_windows_setting, window_pooling_setting, window_stride_setting
+from bert_tf.text import windows as windows_lib
 from bert_tf.text.batches import bucketed_batches, ordered_batches
 from bert_tf.training.settings import ConfigError, setting
 
@@ -68,14 +68,9 @@ class SentencePredictionConfig:
     threshold_tuning: str = setting("per_label", "--multi_label: the decision thresholds the model keeps after "
                                                  "tuning on dev: one per label, one global, or none (0.5).",
                                     choices=THRESHOLD_CHOICES)
-    max_windows: int = setting(1, "Single-text tasks: > 1 classifies a text longer than --max_seq_length over up to "
-                                  "this many sliding windows (window logits pooled per document; a longer text "
-                                  "keeps its first max_windows windows, counted in the eval results as "
-                                  "documents_over_max_windows). 1: truncate to the first window.")
-    window_stride: int = setting(0, "With --max_windows > 1: wordpieces between the starts of consecutive windows "
-                                 "(1 .. max_seq_length - 2; smaller = more overlap).")
-    window_pooling: str = setting("mean", "With --max_windows > 1: how the window logits of a document are pooled.",
-                                  choices=POOLINGS)
+    max_windows: int = max_windows_setting()
+    window_stride: int = window_stride_setting()
+    window_pooling: str = window_pooling_setting()
 
 
 class SentencePredictionTask(TextDataTask):

@@ -1,4 +1,7 @@
-"""Sliding windows over texts longer than the model's window, and pooling of the window logits per document.
+"""Sliding windows over texts longer than the model's window, and pooling of per-window values per document.
+
+Shared by the tasks that read long single texts: classification pools window logits, the sentence embedder pools
+window embeddings (`pool_windows`, optionally weighted, e.g. by each window's token count).
 
 A single text's wordpieces are cut into windows of ``seq_length - 2`` pieces whose starts are ``window_stride``
 pieces apart (window ``w`` covers pieces ``[w * window_stride, w * window_stride + seq_length - 2)``), each packed as
@@ -29,7 +32,7 @@ def check_windowing(seq_length, window_stride, max_windows, window_pooling):
     if int(max_windows) == 1:
         if int(window_stride) != 0:
             raise ValueError(f"window_stride={window_stride} has no effect with max_windows=1; give max_windows > 1 "
-                             "to classify long documents over several windows")
+                             "to read long documents over several windows")
         return
     body = int(seq_length) - 2
     if not 1 <= int(window_stride) <= body:
@@ -71,11 +74,20 @@ def valid_windows(input_mask):
     return input_mask[:, :, 0] > 0
 
 
-def pool_window_logits(logits, valid, pooling):
-    """Window logits [B, W, C] and `valid` [B, W] -> document logits [B, C] (mean or max over its windows)."""
-    valid = tf.cast(valid, logits.dtype)[:, :, tf.newaxis]
+def window_token_counts(input_mask):
+    """`input_mask` [B, W, T] -> float32 [B, W]: the tokens ([CLS] and [SEP] included) of each window."""
+    return tf.reduce_sum(tf.cast(input_mask, tf.float32), axis=-1)
+
+
+def pool_windows(values, valid, pooling, weights=None):
+    """Window values [B, W, D] and `valid` [B, W] -> document values [B, D]: the mean (weighted by `weights`
+    [B, W] when given) or the max over the document's real windows; padding windows never count."""
+    valid = tf.cast(valid, values.dtype)
     if pooling == "mean":
-        return tf.reduce_sum(logits * valid, axis=1) / tf.maximum(tf.reduce_sum(valid, axis=1), 1.0)
+        weights = valid if weights is None else valid * tf.cast(weights, values.dtype)
+        weights = weights[:, :, tf.newaxis]
+        return tf.reduce_sum(values * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-12)
     if pooling == "max":
-        return tf.reduce_max(tf.where(valid > 0, logits, tf.fill(tf.shape(logits), logits.dtype.min)), axis=1)
+        real = valid[:, :, tf.newaxis] > 0
+        return tf.reduce_max(tf.where(real, values, tf.fill(tf.shape(values), values.dtype.min)), axis=1)
     raise ValueError(f"window_pooling must be one of {POOLINGS}, got {pooling!r}")
