@@ -137,8 +137,9 @@ def encoder_sequence_output(encoder, features):
     return x
 
 
-def convert_module(module, endpoints, precision, representative_texts=None):
-    """Converts the tf.functions `endpoints` of `module` (its `input_names`, `is_pair`) at `precision`."""
+def convert_module(module, endpoints, precision, representative_texts=None, float_ops=INT8_FLOAT_OPS):
+    """Converts the tf.functions `endpoints` of `module` (its `input_names`, `is_pair`) at `precision`
+    (`float_ops`: the ops that full `int8` keeps float)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not representative_texts:
@@ -161,16 +162,16 @@ def convert_module(module, endpoints, precision, representative_texts=None):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset)
             converter._experimental_calibrate_only = True
-            return _quantize_calibrated(converter.convert())
+            return _quantize_calibrated(converter.convert(), float_ops)
         return converter.convert()
 
 
-def _quantize_calibrated(calibrated):
+def _quantize_calibrated(calibrated, float_ops):
     """int8 weights and activations for the matmuls (FULLY_CONNECTED) and the embedding lookups; the ops in
-    `INT8_FLOAT_OPS` stay float (what `tf.lite.experimental.QuantizationDebugger`'s denylist does)."""
+    `float_ops` stay float (what `tf.lite.experimental.QuantizationDebugger`'s denylist does)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
-    return mlir_quantize(calibrated, denylisted_ops=list(INT8_FLOAT_OPS))
+    return mlir_quantize(calibrated, denylisted_ops=list(float_ops))
 
 
 def _converter(tmp, endpoints):

@@ -14,6 +14,11 @@ Signatures:
 * ``similarity``: ``text_a``, ``text_b`` [B] -> ``similarity`` [B] float32, the cosine of the two texts'
   embeddings.
 
+A windowed embedder (``max_windows`` > 1) embeds each text of both signatures over its sliding windows
+(`bert_tf.tasks.embedding.model`); ``serving_default`` also returns ``windows_needed`` [B] int32, the windows that
+cover the whole text (more than ``max_windows``: its tail was not read), and the metadata records ``max_windows``,
+``window_stride``, ``window_pooling``.
+
 Example:
 
 >>> path = export_embedder(embedder, "/tmp/models/minilm")                  # doctest: +SKIP
@@ -26,19 +31,26 @@ import tensorflow as tf
 
 from bert_tf.export.saved_model import DEFAULT_WARMUP_TEXTS, export_signatures
 from bert_tf.tasks.embedding.ops import cosine_similarity
+from bert_tf.text import windows as windows_lib
 
 
 def _embedder_endpoints(model, pre):
     length = pre.seq_length
 
     def embed(text):
+        if model.is_windowed:
+            _, num_tokens = pre.tokenizer.tokenize_dense(text, width=1)  # the whole text's count, for the caller
+            return model(model.window_features(text, pre)[0], training=False), num_tokens
         ids, num_tokens = pre.tokenizer.tokenize_dense(text, width=length)
         return model(pre.packer.pack_dense(ids, num_tokens, seq_length=length), training=False), num_tokens
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
         embedding, num_tokens = embed(text)
-        return {"embedding": embedding, "num_tokens": num_tokens}
+        outputs = {"embedding": embedding, "num_tokens": num_tokens}
+        if model.is_windowed:
+            outputs["windows_needed"] = windows_lib.windows_needed(num_tokens, length, model.window_stride)
+        return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
                                   tf.TensorSpec([None], tf.string, name="text_b")])
@@ -71,7 +83,7 @@ def export_embedder(model, export_base, version=None, task=None, pad_to_multiple
     pre = model.preprocessor.with_padding(dynamic_padding=True, pad_to_multiple_of=pad_to_multiple_of,
                                           name="serving_preprocessor")
     texts = list(warmup_texts or DEFAULT_WARMUP_TEXTS)
-    model(pre(tf.constant(texts[:1])), training=False)  # variables exist before tracing
+    model(model.features(tf.constant(texts[:1]), pre), training=False)  # variables exist before tracing
     endpoints = _embedder_endpoints(model, pre)
     pairs_b = texts[1:] + texts[:1]
     warmup = [("serving_default", {"text": texts}), ("similarity", {"text_a": texts, "text_b": pairs_b})]
@@ -86,5 +98,7 @@ def export_embedder(model, export_base, version=None, task=None, pad_to_multiple
         "lower_case": pre.lower_case,
         "dynamic_padding": True,
         "pad_to_multiple_of": pad_to_multiple_of,
+        **({"max_windows": model.max_windows, "window_stride": model.window_stride,
+            "window_pooling": model.window_pooling} if model.is_windowed else {}),
     }
     return export_signatures(export_base, endpoints, warmup, metadata, version=version, overwrite=overwrite)

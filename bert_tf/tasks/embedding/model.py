@@ -11,6 +11,14 @@ directory is a sentence-transformers model (`modules.json` + `1_Pooling/config.j
 as the MiniLM package ships), its pooling, normalisation and maximum length are taken from those files
 (`sentence_transformers_settings`), so the embeddings equal `SentenceTransformer(path).encode(...)`.
 
+Long documents: with `max_windows > 1` a text longer than the preprocessor's `seq_length` is read over up to
+`max_windows` sliding windows `window_stride` wordpieces apart (`bert_tf.text.windows`, the rule classification
+uses). Each window is encoded and pooled with the model's pooling (not normalised), the window vectors are
+pooled over the document's real windows — `window_pooling="mean"`: weighted by each window's token count, so
+with mean pooling the document vector is the mean of every token of every window; "max": the element-wise max
+— and the result is L2-normalised when the model normalises. A text that fits one window gets exactly its plain
+embedding; pieces past the last kept window are not read (`windows_needed` counts such texts).
+
 Empty or whitespace-only texts are embedded as `[CLS] [SEP]` (as sentence-transformers does); the export counts
 them (`num_tokens` 0) and the fine-tuning reader rejects them by file:line.
 
@@ -41,10 +49,11 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.model.checkpoints import from_pretrained
-from bert_tf.model.encoder import mean_pool
 from bert_tf.model.task_model import BertTaskModel
 from bert_tf.tasks.embedding import export as export_lib
+from bert_tf.tasks.embedding import litert
 from bert_tf.tasks.embedding.ops import cosine_similarity, l2_normalize
+from bert_tf.text import windows as windows_lib
 from bert_tf.text.packer import INPUT_KEYS
 from bert_tf.text.preprocessor import BertPreprocessor
 
@@ -120,25 +129,47 @@ class BertSentenceEmbedder(BertTaskModel):
       pooling: "mean" (over real tokens, [CLS] and [SEP] included, as sentence-transformers), "cls" (the last
         layer at [CLS], no pooler dense) or "max" (over real tokens).
       normalize: scale each embedding to unit L2 norm.
+      max_windows: > 1 embeds a text longer than the preprocessor's ``seq_length`` over up to this many sliding
+        windows (see the module docstring); 1 (default): the first window only (truncation).
+      window_stride: wordpieces between window starts (required with ``max_windows > 1``, 0 otherwise).
+      window_pooling: ``mean`` (weighted by each window's tokens) or ``max`` of a document's window vectors.
 
-    Call: ``model(texts or token-id dict, training=False)`` -> float32 ``[B, H]``.
+    Call: ``model(texts or token-id dict, training=False)`` -> float32 ``[B, H]``; a dict of ``[B, W, T]`` window
+    features (`window_features`) embeds each row of windows as one document.
     """
 
     task_kind = "embedding"
-    has_litert_export = False
+    has_litert_export = True
 
-    def __init__(self, encoder, preprocessor=None, pooling="mean", normalize=True, **kwargs):
+    def __init__(self, encoder, preprocessor=None, pooling="mean", normalize=True, max_windows=1, window_stride=0,
+                 window_pooling="mean", **kwargs):
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         super().__init__(encoder, preprocessor, **kwargs)
         self.pooling = pooling
         self.normalize = bool(normalize)
+        self.max_windows, self.window_stride, self.window_pooling = int(max_windows), int(window_stride), window_pooling
+        if self.is_windowed and preprocessor is None:
+            raise ValueError("max_windows > 1 needs the preprocessor (it cuts the windows)")
+        windows_lib.check_windowing(preprocessor.seq_length if preprocessor is not None else 2 + self.window_stride,
+                                    self.window_stride, self.max_windows, self.window_pooling)
         self._embed_functions = {}
 
+    @property
+    def is_windowed(self):
+        """Texts are embedded over several sliding windows (`max_windows` > 1)."""
+        return self.max_windows > 1
+
+    def window_features(self, texts, preprocessor=None):
+        """Texts [B] -> (window features int32 [B, W, T], windows each whole text needs [B])."""
+        return windows_lib.window_features(preprocessor or self.preprocessor, texts, self.window_stride,
+                                           self.max_windows)
+
     @classmethod
-    def from_pretrained(cls, path, pooling=None, normalize=None, seq_length=None):
+    def from_pretrained(cls, path, pooling=None, normalize=None, seq_length=None, **windowing):
         """The embedder of a checkpoint directory; unset settings come from its sentence-transformers files
-        (else mean pooling, normalised, 128 tokens)."""
+        (else mean pooling, normalised, 128 tokens). `windowing`: `max_windows`, `window_stride`,
+        `window_pooling`."""
         pretrained = from_pretrained(path)
         st = sentence_transformers_settings(path) if os.path.isdir(path) else None
         if st is not None and st.dimension not in (None, pretrained.config.hidden_size):
@@ -149,7 +180,7 @@ class BertSentenceEmbedder(BertTaskModel):
         seq_length = seq_length or (st.max_seq_length if st and st.max_seq_length else 128)
         preprocessor = BertPreprocessor(pretrained.vocab_file, lower_case=bool(pretrained.lower_case),
                                         seq_length=seq_length, dynamic_padding=True)
-        model = cls(pretrained.encoder, preprocessor, pooling=pooling, normalize=normalize)
+        model = cls(pretrained.encoder, preprocessor, pooling=pooling, normalize=normalize, **windowing)
         model.build()
         return model
 
@@ -160,30 +191,54 @@ class BertSentenceEmbedder(BertTaskModel):
             self.built = True
 
     # ------------------------------------------------------------------ call
-    def features(self, inputs):
-        """Raw strings `[B]` -> the preprocessor's input dict; an input dict passes through."""
+    def features(self, inputs, preprocessor=None):
+        """Raw strings `[B]` -> the input dict (`[B, W, T]` windows for a windowed model); a dict passes through."""
         if isinstance(inputs, dict):
             return inputs
         if self.preprocessor is None:
             raise ValueError("BertSentenceEmbedder got text but has no preprocessor; pass preprocessor= or feed "
                              "the dict of input_word_ids/input_mask/input_type_ids")
-        return self.preprocessor(inputs)
+        if self.is_windowed:
+            return self.window_features(inputs, preprocessor)[0]
+        return (preprocessor or self.preprocessor)(inputs)
 
     def pool(self, sequence_output, input_mask):
         """The sentence embedding `[B, H]` (float32) of the last layer `[B, T, H]` over `input_mask`."""
-        sequence = tf.cast(sequence_output, tf.float32)
-        if self.pooling == "mean":
-            pooled = mean_pool(sequence, input_mask)
-        elif self.pooling == "cls":
-            pooled = sequence[:, 0]
-        else:  # max over real tokens; padding can never win
-            real = tf.cast(input_mask, tf.bool)[:, :, tf.newaxis]
-            pooled = tf.reduce_max(tf.where(real, sequence, tf.fill(tf.shape(sequence), -1e9)), axis=1)
+        pooled = self.pool_tokens(sequence_output, input_mask)
         return l2_normalize(pooled) if self.normalize else pooled
+
+    def pool_tokens(self, sequence_output, input_mask):
+        """The model's pooling of the last layer `[B, T, H]` over `input_mask`, before normalisation.
+
+        The mask is widened with `expand_dims`, not `[:, :, None]` (a StridedSlice with a new axis has no
+        LiteRT kernel): the same ops run in the SavedModel and the .tflite."""
+        sequence = tf.cast(sequence_output, tf.float32)
+        if self.pooling == "cls":
+            return sequence[:, 0]
+        mask = tf.expand_dims(tf.cast(input_mask, tf.float32), -1)
+        if self.pooling == "mean":  # the mask-weighted mean, as `bert_tf.model.encoder.mean_pool`
+            return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+        # max over real tokens; padding can never win
+        return tf.reduce_max(tf.where(mask > 0, sequence, tf.fill(tf.shape(sequence), -1e9)), axis=1)
 
     def call(self, inputs, training=None):
         features = self.features(inputs)
+        if len(features["input_word_ids"].shape) == 3:
+            return self._windowed_embeddings(features, training)
         return self.pool(self.encode(features, training=training)["sequence_output"], features["input_mask"])
+
+    def _windowed_embeddings(self, features, training):
+        """Features [B, W, T] -> document embeddings [B, H]: only real windows are encoded, then pooled."""
+        shape = tf.shape(features["input_word_ids"])
+        valid = windows_lib.valid_windows(features["input_mask"])
+        rows = tf.cast(tf.where(tf.reshape(valid, [-1])), tf.int32)  # [N, 1] positions of real windows in [B * W]
+        flat = {k: tf.gather_nd(tf.reshape(features[k], [-1, shape[2]]), rows) for k in INPUT_KEYS}
+        pooled = self.pool_tokens(self.encode(flat, training=training)["sequence_output"], flat["input_mask"])
+        window_vectors = tf.scatter_nd(rows, pooled, tf.stack([shape[0] * shape[1], self.embedding_size]))
+        window_vectors = tf.reshape(window_vectors, [shape[0], shape[1], self.embedding_size])
+        weights = windows_lib.window_token_counts(features["input_mask"])
+        document = windows_lib.pool_windows(window_vectors, valid, self.window_pooling, weights=weights)
+        return l2_normalize(document) if self.normalize else document
 
     def similarity(self, text_a, text_b, training=None):
         """Cosine similarity `[B]` of each text of `text_a` with the text of `text_b` at the same position."""
@@ -194,7 +249,7 @@ class BertSentenceEmbedder(BertTaskModel):
         if pad_to_multiple_of not in self._embed_functions:
             pre = self.preprocessor.with_padding(dynamic_padding=True, pad_to_multiple_of=pad_to_multiple_of)
             self._embed_functions[pad_to_multiple_of] = tf.function(
-                lambda text: self(pre(text), training=False),
+                lambda text: self(self.features(text, pre), training=False),
                 input_signature=[tf.TensorSpec([None], tf.string)])
         return self._embed_functions[pad_to_multiple_of]
 
@@ -226,8 +281,19 @@ class BertSentenceEmbedder(BertTaskModel):
         return export_lib.export_embedder(self, export_base, version=version, task=task, overwrite=overwrite,
                                           **options)
 
+    def export_litert(self, export_dir, precision="int8", representative_texts=None, task=None):
+        """The .tflite (`bert_tf.tasks.embedding.litert`): raw text in, embedding out."""
+        if self.is_windowed:
+            raise ValueError("the LiteRT export reads one window per text; a windowed embedder (max_windows > 1) "
+                             "exports for serving with model.export")
+        return litert.export_litert(self, export_dir, precision=precision,
+                                    representative_texts=representative_texts, task=task)
+
     def get_config(self):
         config = super().get_config()
         config.update({"pooling": self.pooling, "normalize": self.normalize})
+        if self.is_windowed:  # a truncating model's config stays what it always was
+            config.update({"max_windows": self.max_windows, "window_stride": self.window_stride,
+                           "window_pooling": self.window_pooling})
         return config
 

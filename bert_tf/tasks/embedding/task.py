@@ -16,6 +16,11 @@ all-MiniLM-L6-v2), as does `--max_seq_length` (its `sentence_bert_config.json`; 
 not sorted by length (that would make the in-batch negatives of `mnr` all of one length); each is padded to
 its longest text. File layouts and malformed rows: `bert_tf.tasks.embedding.data`.
 
+Long documents: `--max_windows > 1 --window_stride=N [--window_pooling=mean|max]` embeds each text over sliding
+windows (`bert_tf.tasks.embedding.model`), in training, evaluation and the export; the eval results count the
+texts longer than `max_windows` windows (`documents_over_max_windows`, their tail unread). The LiteRT export
+(`--litert_export_dir`) reads one window per text and is refused for a windowed run.
+
 Example (a tiny random encoder on two scored pairs):
 
 >>> import os, tempfile
@@ -47,10 +52,12 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.tasks.base import FinetuningTask, data_dir_setting, strict_setting
+from bert_tf.tasks.window_settings import max_windows_setting, window_pooling_setting, window_stride_setting
 from bert_tf.tasks.embedding import data as pairs_data
 from bert_tf.tasks.embedding import metrics as metrics_lib
 from bert_tf.tasks.embedding.model import POOLING_MODES, BertSentenceEmbedder, sentence_transformers_settings
 from bert_tf.tasks.embedding.ops import cosine_matrix, cosine_similarity
+from bert_tf.text import windows as windows_lib
 from bert_tf.text.batches import bucketed_batches
 from bert_tf.training.settings import ConfigError, setting
 
@@ -77,6 +84,9 @@ class EmbeddingConfig:
                                      "(sentence-transformers' default).")
     max_score: float = setting(1.0, "embedding: the cosine loss's target is score / max_score (5 for STS-B's 0-5 "
                                     "scores); training scores beyond it are an error.")
+    max_windows: int = max_windows_setting()
+    window_stride: int = window_stride_setting()
+    window_pooling: str = window_pooling_setting()
 
 
 class EmbeddingTask(FinetuningTask):
@@ -95,9 +105,11 @@ class EmbeddingTask(FinetuningTask):
         return cls(**dataclasses.asdict(config))
 
     def __init__(self, data_dir, strict=False, loss=None, pooling=None, normalize_embeddings=None, mnr_scale=20.0,
-                 max_score=1.0):
+                 max_score=1.0, max_windows=1, window_stride=0, window_pooling="mean"):
         if max_score <= 0:
             raise ConfigError(f"--max_score must be positive, got {max_score}")
+        self.windowing = dict(max_windows=int(max_windows), window_stride=int(window_stride),
+                              window_pooling=window_pooling)
         self.data_dir, self.strict = data_dir, bool(strict)
         self.loss, self.pooling, self.normalize = loss, pooling, normalize_embeddings
         self.mnr_scale, self.max_score = float(mnr_scale), float(max_score)
@@ -111,6 +123,13 @@ class EmbeddingTask(FinetuningTask):
             self.checkpoint_settings = sentence_transformers_settings(init)
         if self.checkpoint_settings and self.checkpoint_settings.max_seq_length:
             self.default_max_seq_length = int(self.checkpoint_settings.max_seq_length)
+        try:
+            windows_lib.check_windowing(run_config.max_seq_length or self.default_max_seq_length, **self.windowing)
+        except ValueError as e:
+            raise ConfigError(f"--task={self.name}: {e}") from e
+        if self.windowing["max_windows"] > 1 and run_config.litert_export_dir:
+            raise ConfigError("--max_windows > 1: the LiteRT export reads one window per text; drop "
+                              "--litert_export_dir (--export_dir serves the windowed embedder)")
         if run_config.do_train:
             if not self.has_split("train"):
                 raise ConfigError(f"--do_train needs {self._path('train')}")
@@ -164,14 +183,23 @@ class EmbeddingTask(FinetuningTask):
         normalize = self.normalize
         if normalize is None:
             normalize = saved.get("normalize", st.normalize if st else True)
-        if saved and (saved.get("pooling"), saved.get("normalize")) != (pooling, normalize):
-            raise ValueError(f"the model directory holds an embedder with pooling={saved.get('pooling')} "
-                             f"normalize={saved.get('normalize')}; this run asks for pooling={pooling} "
-                             f"normalize={normalize}: use a fresh --model_dir")
-        model = BertSentenceEmbedder(encoder, preprocessor, pooling=pooling, normalize=normalize)
+        try:
+            model = BertSentenceEmbedder(encoder, preprocessor, pooling=pooling, normalize=normalize,
+                                         **self.windowing)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if saved:
+            keys = ("pooling", "normalize", "max_windows", "window_stride", "window_pooling")
+            now = {k: model.get_config().get(k) for k in keys}
+            before = {k: saved.get(k) for k in keys}
+            if now != before:
+                raise ValueError(f"the model directory holds an embedder with {before}; this run asks for {now}: "
+                                 "use a fresh --model_dir")
         model.build()
-        print(f"embedding: {pooling} pooling, normalize={normalize}, max_seq_length={preprocessor.seq_length}",
-              flush=True)
+        windowing = (f", {model.max_windows} windows of stride {model.window_stride} ({model.window_pooling})"
+                     if model.is_windowed else "")
+        print(f"embedding: {pooling} pooling, normalize={normalize}, max_seq_length={preprocessor.seq_length}"
+              + windowing, flush=True)
         return model
 
     # ----------------------------------------------------------- steps
@@ -189,7 +217,8 @@ class EmbeddingTask(FinetuningTask):
         pre = model.preprocessor.with_padding(dynamic_padding=dynamic_padding)
 
         def featurize(batch):
-            return {"a": pre(batch["text_a"]), "b": pre(batch["text_b"])}, batch["score"]
+            features = {"a": model.features(batch["text_a"], pre), "b": model.features(batch["text_b"], pre)}
+            return features, batch["score"]
 
         return bucketed_batches(columns, featurize, batch_size, seed=seed, bucket_window=1,
                                 dynamic_padding=dynamic_padding, input_context=input_context)
@@ -216,10 +245,42 @@ class EmbeddingTask(FinetuningTask):
         b = vectors[[row[e.text_b] for e in examples]]
         cosines = cosine_similarity(a, b).numpy() if examples else np.zeros([0], np.float32)
         labels = np.array([np.nan if e.score is None else e.score for e in examples], np.float64)
-        return {"cosine": cosines, "labels": labels}
+        outputs = {"cosine": cosines, "labels": labels}
+        if model.is_windowed:
+            needed = self.windows_needed(model, texts)
+            outputs["windows_needed"] = np.stack([needed[[row[e.text_a] for e in examples]],
+                                                  needed[[row[e.text_b] for e in examples]]], axis=-1)
+        return outputs
+
+    @staticmethod
+    def windows_needed(model, texts, batch_size=256):
+        """NumPy int32 [N]: the windows each whole text needs (more than `model.max_windows`: partly unread)."""
+        counts = [np.zeros([0], np.int32)]
+        for i in range(0, len(texts), batch_size):
+            _, lengths = model.preprocessor.tokenizer.tokenize_dense(tf.constant(texts[i:i + batch_size]), width=1)
+            counts.append(windows_lib.windows_needed(lengths, model.preprocessor.seq_length,
+                                                     model.window_stride).numpy())
+        return np.concatenate(counts)
 
     def metrics(self, examples, outputs):
-        return metrics_lib.similarity_metrics(outputs["cosine"], outputs["labels"])
+        results = metrics_lib.similarity_metrics(outputs["cosine"], outputs["labels"])
+        if "windows_needed" in outputs:  # the texts (each side of each pair) whose tail past max_windows was unread
+            needed = np.asarray(outputs["windows_needed"]).reshape([-1])
+            results["documents_over_max_windows"] = int(np.sum(needed > self.windowing["max_windows"]))
+            results["mean_windows_needed"] = float(np.mean(needed)) if needed.size else 0.0
+        return results
+
+    def representative_texts(self, n, seed=0):
+        """`n` real training texts (both sides of the pairs, a fixed random sample in file order): int8 LiteRT
+        calibration."""
+        if not self.has_split("train"):
+            raise FileNotFoundError(f"{self._path('train')}: no training texts to calibrate int8 LiteRT with; use "
+                                    "another --litert_precision or give training data")
+        texts = [t for e in self.examples("train") for t in (e.text_a, e.text_b)]
+        if n >= len(texts):
+            return texts
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=n, replace=False))
+        return [texts[i] for i in keep]
 
     def degenerate_predictions(self, examples, outputs):
         cosines = np.asarray(outputs["cosine"])
