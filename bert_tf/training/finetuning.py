@@ -70,6 +70,9 @@ class FinetuneConfig:
     num_train_epochs: float = setting(3.0, "Epochs (may be fractional).")
     warmup_proportion: float = setting(0.1, "Fraction of steps of linear warmup.")
     weight_decay: float = setting(0.01, "Decoupled weight decay (LayerNorm and biases excluded).")
+    adam_epsilon: float = setting(1e-6, "Adam's epsilon: 1e-6 as Google's BERT and the Model Garden; PyTorch's AdamW "
+                                        "(Hugging Face's default) uses 1e-8, which makes the first updates of "
+                                        "weights with tiny gradients up to ~20% larger.")
     optimizer: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS)
     adam_bias_correction: bool = setting(
         True, "AdamW with Adam's bias correction, as PyTorch/Hugging Face, Keras and the Model Garden (the "
@@ -216,7 +219,8 @@ def _train(task, model, config, strategy, evaluator, exporter):
     warmup = int(num_train_steps * config.warmup_proportion)
     with strategy.scope():
         optimizer = create_optimizer(config.optimizer, config.learning_rate, num_train_steps, warmup,
-                                     weight_decay=config.weight_decay, bias_correction=config.adam_bias_correction)
+                                     weight_decay=config.weight_decay, epsilon=config.adam_epsilon,
+                                     bias_correction=config.adam_bias_correction)
     has_dev = any(task.has_split(s) for s in task.eval_splits)
 
     def evaluate(trainer):
