@@ -216,6 +216,21 @@ def load_interpreter(model, num_threads=None):
     return InterpreterWithCustomOps(custom_op_registerers=_registerers(), num_threads=num_threads, **source)
 
 
+def open_export(path, num_threads=None):
+    """(interpreter, path, metadata) of a LiteRT export: `path` is its `model.tflite`, the export directory, or
+    .tflite bytes (metadata {} when no `model.json` sits beside it). What every task's runner starts from."""
+    metadata = {}
+    if isinstance(path, (bytes, bytearray)):
+        shown = "<bytes>"
+    else:
+        if os.path.isdir(path):
+            path = os.path.join(path, MODEL_FILE)
+        shown = path
+        if os.path.exists(os.path.join(os.path.dirname(path), METADATA_FILE)):
+            metadata = read_metadata(os.path.dirname(path))
+    return load_interpreter(path, num_threads=num_threads), shown, metadata
+
+
 def write_litert_export(export_dir, tflite, metadata):
     """Writes ``<export_dir>/model.tflite`` and its ``model.json`` atomically; returns the .tflite path."""
     export_dir = os.path.abspath(os.fspath(export_dir))

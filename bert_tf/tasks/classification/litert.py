@@ -25,14 +25,12 @@ sentence runs the encoder on exactly its own tokens, with no padding to 128. Pre
 `bert_tf.export.litert`.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.export.litert import (METADATA_FILE, MODEL_FILE, RUNTIME, LiteRTPreprocessor, convert_module,
-                                   encoder_sequence_output, load_interpreter, read_metadata, texts_columns,
-                                   write_litert_export)
+from bert_tf.export.litert import (RUNTIME, LiteRTPreprocessor, convert_module, encoder_sequence_output,
+                                   load_interpreter, open_export, texts_columns, write_litert_export)
 from bert_tf.model.encoder import BertEncoder
 from bert_tf.text.packer import INPUT_KEYS
 
@@ -104,16 +102,7 @@ class LiteRTClassifier:
     """
 
     def __init__(self, path, num_threads=None):
-        self.metadata = {}
-        if isinstance(path, (bytes, bytearray)):
-            self.path = "<bytes>"
-        else:
-            if os.path.isdir(path):
-                path = os.path.join(path, MODEL_FILE)
-            self.path = path
-            if os.path.exists(os.path.join(os.path.dirname(path), METADATA_FILE)):
-                self.metadata = read_metadata(os.path.dirname(path))
-        self.interpreter = load_interpreter(path, num_threads=num_threads)
+        self.interpreter, self.path, self.metadata = open_export(path, num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
         self._serve = (self.interpreter.get_signature_runner("serving_default")
                        if "serving_default" in signatures else None)

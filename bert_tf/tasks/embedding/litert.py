@@ -20,14 +20,12 @@ keeps a cosine of about 0.9 only (its per-tensor int8 activations lose MiniLM's 
 windowed embedder (``max_windows`` > 1) has no LiteRT export: the .tflite reads one window per text.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.export.litert import (INT8_FLOAT_OPS, METADATA_FILE, MODEL_FILE, RUNTIME, LiteRTPreprocessor,
-                                   convert_module, encoder_sequence_output, load_interpreter, read_metadata,
-                                   write_litert_export)
+from bert_tf.export.litert import (INT8_FLOAT_OPS, RUNTIME, LiteRTPreprocessor, convert_module,
+                                   encoder_sequence_output, open_export, write_litert_export)
 from bert_tf.model.encoder import BertEncoder
 from bert_tf.text.packer import INPUT_KEYS
 
@@ -91,16 +89,7 @@ class LiteRTEmbedder:
     """
 
     def __init__(self, path, num_threads=None):
-        self.metadata = {}
-        if isinstance(path, (bytes, bytearray)):
-            self.path = "<bytes>"
-        else:
-            if os.path.isdir(path):
-                path = os.path.join(path, MODEL_FILE)
-            self.path = path
-            if os.path.exists(os.path.join(os.path.dirname(path), METADATA_FILE)):
-                self.metadata = read_metadata(os.path.dirname(path))
-        self.interpreter = load_interpreter(path, num_threads=num_threads)
+        self.interpreter, self.path, self.metadata = open_export(path, num_threads=num_threads)
         self._serve = self.interpreter.get_signature_runner("serving_default")
         self._tokenize = self.interpreter.get_signature_runner("tokenize")
 
