@@ -57,7 +57,7 @@ def ours(data_dir, spec, seed, tmp):
     config = finetuning.FinetuneConfig(
         model_dir=tempfile.mkdtemp(prefix=f"ours_{seed}_", dir=tmp), init_checkpoint=datasets.minilm_dir(),
         max_seq_length=spec.seq_length, train_batch_size=spec.batch, learning_rate=spec.lr,
-        num_train_epochs=spec.epochs, seed=seed, do_train=True, do_eval=True)
+        num_train_epochs=spec.epochs, seed=seed, do_train=True, do_eval=True, adam_epsilon=spec.ours_epsilon)
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
         results = finetuning.run(MultiLabelTask(MultiLabelTextTask(data_dir)), config)
@@ -123,6 +123,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", default="multi_label.json")
+    parser.add_argument("--ours_epsilon", type=float, default=1e-6, help="our --adam_epsilon (HF's side: torch's 1e-8)")
+    parser.add_argument("--sides", default="ours,hf", help="which sides to run")
     spec = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = tempfile.mkdtemp(prefix="multi_label_")
@@ -131,6 +133,8 @@ def main():
     runs = []
     for seed in [int(s) for s in spec.seeds.split(",")]:
         for side, fn in (("ours", lambda: ours(data_dir, spec, seed, tmp)), ("hf", lambda: hf(data_dir, spec, seed))):
+            if side not in spec.sides.split(","):
+                continue
             runs.append(dict(fn(), side=side, seed=seed))
             print(json.dumps(runs[-1]), flush=True)
     with open(spec.out, "w") as f:
