@@ -38,7 +38,7 @@ import tensorflow_text as tf_text  # noqa: E402
 
 from bert_tf.export.saved_model import read_metadata as read_export_metadata  # noqa: E402
 from bert_tf.export.saved_model import write_metadata  # noqa: E402
-from bert_tf.text.packer import BertPacker  # noqa: E402
+from bert_tf.text.packer import INPUT_KEYS, BertPacker  # noqa: E402
 from bert_tf.text.tokenizer import MAX_CHARS_PER_WORD, wordpiece_vocab  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
@@ -229,6 +229,25 @@ def open_export(path, num_threads=None):
         if os.path.exists(os.path.join(os.path.dirname(path), METADATA_FILE)):
             metadata = read_metadata(os.path.dirname(path))
     return load_interpreter(path, num_threads=num_threads), shown, metadata
+
+
+def text_model_metadata(module, output_names, precision, representative_texts, tflite):
+    """The `model.json` entries every raw-text LiteRT export shares (signatures, inputs/outputs, tokenizer, runtime,
+    size); a task adds its own (format, labels, pooling ...)."""
+    return {
+        "signatures": {
+            "serving_default": {"inputs": module.input_names, "outputs": output_names},
+            "tokenize": {"inputs": module.input_names, "outputs": list(INPUT_KEYS)},
+        },
+        "inputs": module.input_names,
+        "outputs": output_names,
+        "max_seq_length": module.seq_length,
+        "lower_case": module.lower_case,
+        "tokenizer": "tensorflow_text.FastBertTokenizer (FastBertNormalize + FastWordpieceTokenize)",
+        "representative_examples": len(representative_texts or []) if precision == "int8" else 0,
+        "runtime": RUNTIME,
+        "size_bytes": len(tflite),
+    }
 
 
 def write_litert_export(export_dir, tflite, metadata):

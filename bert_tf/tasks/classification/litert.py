@@ -29,7 +29,7 @@ sentence runs the encoder on exactly its own tokens, with no padding to 128. Pre
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.export.litert import (RUNTIME, LiteRTPreprocessor, convert_module, encoder_sequence_output,
+from bert_tf.export.litert import (LiteRTPreprocessor, convert_module, encoder_sequence_output, text_model_metadata,
                                    load_interpreter, open_export, texts_columns, write_litert_export)
 from bert_tf.model.encoder import BertEncoder
 from bert_tf.text.packer import INPUT_KEYS
@@ -164,17 +164,6 @@ def export_litert(model, export_dir, precision="int8", representative_texts=None
         "labels": module.labels,
         "regression": module.is_regression,
         "is_pair": module.is_pair,
-        "signatures": {
-            "serving_default": {"inputs": module.input_names, "outputs": module.output_names},
-            "tokenize": {"inputs": module.input_names, "outputs": list(INPUT_KEYS)},
-        },
-        "inputs": module.input_names,
-        "outputs": module.output_names,
-        "max_seq_length": module.seq_length,
-        "lower_case": module.lower_case,
-        "tokenizer": "tensorflow_text.FastBertTokenizer (FastBertNormalize + FastWordpieceTokenize)",
-        "representative_examples": len(representative_texts or []) if precision == "int8" else 0,
-        "runtime": RUNTIME,
-        "size_bytes": len(tflite),
+        **text_model_metadata(module, module.output_names, precision, representative_texts, tflite),
     }
     return write_litert_export(export_dir, tflite, metadata)

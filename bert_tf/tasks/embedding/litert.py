@@ -24,7 +24,7 @@ windowed embedder (``max_windows`` > 1) has no LiteRT export: the .tflite reads 
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.export.litert import (INT8_FLOAT_OPS, RUNTIME, LiteRTPreprocessor, convert_module,
+from bert_tf.export.litert import (INT8_FLOAT_OPS, LiteRTPreprocessor, convert_module, text_model_metadata,
                                    encoder_sequence_output, open_export, write_litert_export)
 from bert_tf.model.encoder import BertEncoder
 from bert_tf.text.packer import INPUT_KEYS
@@ -143,17 +143,6 @@ def export_litert(model, export_dir, precision="int8", representative_texts=None
         "pooling": model.pooling,
         "normalize": model.normalize,
         "embedding_size": model.embedding_size,
-        "signatures": {
-            "serving_default": {"inputs": module.input_names, "outputs": OUTPUT_NAMES},
-            "tokenize": {"inputs": module.input_names, "outputs": list(INPUT_KEYS)},
-        },
-        "inputs": module.input_names,
-        "outputs": OUTPUT_NAMES,
-        "max_seq_length": module.seq_length,
-        "lower_case": module.lower_case,
-        "tokenizer": "tensorflow_text.FastBertTokenizer (FastBertNormalize + FastWordpieceTokenize)",
-        "representative_examples": len(representative_texts or []) if precision == "int8" else 0,
-        "runtime": RUNTIME,
-        "size_bytes": len(tflite),
+        **text_model_metadata(module, OUTPUT_NAMES, precision, representative_texts, tflite),
     }
     return write_litert_export(export_dir, tflite, metadata)
