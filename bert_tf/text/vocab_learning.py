@@ -40,14 +40,15 @@ import os
 import time
 
 import tensorflow as tf
-from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner_lib
 
 from bert_tf import atomic
 from bert_tf.text.tokenizer import MAX_CHARS_PER_WORD, BertTokenizer
+from bert_tf.text.wordpiece_learner import WordPieceLearner
 from bert_tf.training.settings import ConfigError, setting
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 JOINER = "##"
+NUM_ITERATIONS = 4  # the learner's rounds (tf-text's default)
 LINES_PER_BATCH = 4096
 MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
 # The learner's result may exceed `vocab_size` this much before its least frequent pieces are dropped.
@@ -276,14 +277,10 @@ def learn_vocab(word_counts, config, log=print):
     return LearnedVocab(tokens, threshold, len(kept), dropped, too_small)
 
 
-def _learn_at(words, threshold, config, reserved, num_chars, inner_chars):
-    """tensorflow-text's learner at one frequency threshold (its binary search pinned to it), without the ##c
-    pieces it makes for characters never seen inside a word (CJK ideographs, punctuation: no word uses them)."""
-    # vocab_size and slack_ratio only steer tf-text's own threshold search, which is pinned here.
-    tokens = learner_lib.learn(words, config.vocab_size, reserved, upper_thresh=threshold, lower_thresh=threshold,
-                               num_iterations=4, max_input_tokens=-1, max_token_length=config.max_piece_chars,
-                               max_unique_chars=num_chars, slack_ratio=SLACK_RATIO, include_joiner_token=True,
-                               joiner=JOINER)
+def _learn_at(learner, threshold, inner_chars):
+    """The learner's vocabulary at one frequency threshold, without the ##c pieces it makes for characters
+    never seen inside a word (CJK ideographs, punctuation: no word uses them)."""
+    tokens = learner.learn(threshold)
     return [t for t in tokens if not (len(t) == len(JOINER) + 1 and t.startswith(JOINER)
                                       and t[-1] not in inner_chars)]
 
@@ -318,10 +315,13 @@ def _search_threshold(words, config, reserved, num_chars, inner_chars, log):
     # First guess: the count of the vocab_size-th most frequent word.
     by_count = sorted((n for _, n in words), reverse=True)
     threshold = min(max(by_count[min(lower, len(by_count)) - 1], lo), hi)
+    # tf-text's learner as called with upper_thresh=lower_thresh=threshold (its own search pinned there)
+    learner = WordPieceLearner(words, reserved, num_iterations=NUM_ITERATIONS,
+                               max_token_length=config.max_piece_chars, max_unique_chars=num_chars, joiner=JOINER)
     probes, results = {}, {}
     while True:
         start = time.time()
-        tokens = _learn_at(words, threshold, config, reserved, num_chars, inner_chars)
+        tokens = _learn_at(learner, threshold, inner_chars)
         probes[threshold], results[threshold] = len(tokens), tokens
         log(f"learner at frequency threshold {threshold}: {len(tokens)} tokens ({time.time() - start:.1f}s)")
         if lower <= len(tokens) <= upper:
