@@ -98,7 +98,7 @@ class LiteRTPreprocessor(tf.Module):
 
         return tf.function(single, input_signature=spec, autograph=False)
 
-    def _segment(self, strings):
+    def segment(self, strings):
         """strings [B] -> (ids int32 [B, seq_length] zero padded, true lengths int32 [B])."""
         ids = self.tokenizer.tokenize(strings)
         if ids.ragged_rank > 1:
@@ -110,10 +110,10 @@ class LiteRTPreprocessor(tf.Module):
 
     def features(self, *texts):
         """String tensor(s) [B] -> the encoder inputs, int32 [B, T] (T = longest packed row)."""
-        a, la = self._segment(texts[0])
+        a, la = self.segment(texts[0])
         if len(texts) == 1:
             return self.packer.pack_dense(a, la)
-        b, lb = self._segment(texts[1])
+        b, lb = self.segment(texts[1])
         return self.packer.pack_dense(a, la, b, lb)
 
 
@@ -152,18 +152,28 @@ def convert_module(module, endpoints, precision, representative_texts=None, floa
         elif precision == "dynamic_int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif precision == "int8":
-            columns = texts_columns(representative_texts, module.is_pair)
+            feeds = calibration_feeds(module, representative_texts)
 
             def representative_dataset():
-                for i in range(len(columns[0])):
-                    yield "serving_default", {name: np.array([col[i]], dtype=object)
-                                              for name, col in zip(module.input_names, columns)}
+                for feed in feeds:
+                    yield "serving_default", feed
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset)
             converter._experimental_calibrate_only = True
             return _quantize_calibrated(converter.convert(), float_ops)
         return converter.convert()
+
+
+def calibration_feeds(module, representative_texts):
+    """The int8 calibration inputs of ``serving_default``, one example (batch 1) each: `representative_texts` are
+    strings, (a, b) pairs for pair models, or dicts {input name: value} for models with other inputs."""
+    texts = list(representative_texts)
+    if all(isinstance(t, dict) for t in texts):
+        return [{name: np.array([t[name]], dtype=object) for name in module.input_names} for t in texts]
+    columns = texts_columns(texts, module.is_pair)
+    return [{name: np.array([col[i]], dtype=object) for name, col in zip(module.input_names, columns)}
+            for i in range(len(columns[0]))]
 
 
 def _quantize_calibrated(calibrated, float_ops):

@@ -29,8 +29,9 @@ sentence runs the encoder on exactly its own tokens, with no padding to 128. Pre
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.export.litert import (LiteRTPreprocessor, convert_module, encoder_sequence_output, text_model_metadata,
-                                   load_interpreter, open_export, texts_columns, write_litert_export)
+from bert_tf.export.litert import (INT8_FLOAT_OPS, LiteRTPreprocessor, convert_module, encoder_sequence_output,
+                                   load_interpreter, open_export, text_model_metadata, texts_columns,
+                                   write_litert_export)
 from bert_tf.model.encoder import BertEncoder
 from bert_tf.text.packer import INPUT_KEYS
 
@@ -44,6 +45,8 @@ class LiteRTTextModel(tf.Module):
       model: a `bert_tf.BertClassifier` with its preprocessor (vocabulary, casing, `seq_length`).
       seq_length: longest packed sequence (default: the preprocessor's).
     """
+
+    float_ops = INT8_FLOAT_OPS  # what full int8 keeps float
 
     def __init__(self, model, seq_length=None):
         super().__init__(name="litert_text_model")
@@ -79,17 +82,18 @@ class LiteRTTextModel(tf.Module):
                 "labels": tf.gather(tf.constant(self.labels, tf.string), class_ids)}
 
 
-def convert(model, precision="int8", representative_texts=None, seq_length=None):
-    """The .tflite bytes of a `BertClassifier` (raw strings in), at `precision` (one of `PRECISIONS`).
+def convert(model, precision="int8", representative_texts=None, seq_length=None, module_class=LiteRTTextModel):
+    """The .tflite bytes of a `BertClassifier` (raw strings in), at `precision` (one of `PRECISIONS`), and the
+    `module_class` module converted (a subclass of `LiteRTTextModel` changes the outputs).
 
     `representative_texts` (strings, or (a, b) pairs for pair models) calibrate `int8` activations; each is
     run alone (batch 1, as served on a device).
     """
-    module = LiteRTTextModel(model, seq_length=seq_length)
+    module = module_class(model, seq_length=seq_length)
     warm = texts_columns([("a", "b")] if module.is_pair else ["a"], module.is_pair)
     module.serving_default(*[tf.constant(c) for c in warm])  # variables exist before export
     endpoints = {"serving_default": module.serving_default, "tokenize": module.tokenize}
-    return convert_module(module, endpoints, precision, representative_texts), module
+    return convert_module(module, endpoints, precision, representative_texts, module.float_ops), module
 
 
 class LiteRTClassifier:
@@ -115,13 +119,14 @@ class LiteRTClassifier:
                 for name, col in zip(self.input_names, texts_columns(texts, is_pair))}
 
     def predict(self, texts):
-        """Strings (or (a, b) pairs) -> dict of NumPy outputs (labels as Python str)."""
+        """Strings (or (a, b) pairs) -> dict of NumPy outputs (string outputs as Python str)."""
         if self._serve is None:
             raise ValueError(f"{self.path} is a tokenizer-only model (no serving_default signature)")
         out = self._serve(**self._feed(texts))
-        if "labels" in out:
-            out["labels"] = np.array([x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in out["labels"]],
-                                     dtype=object)
+        for key, value in out.items():
+            if value.dtype == object:
+                out[key] = np.array([x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in value],
+                                    dtype=object)
         return out
 
     def tokenize(self, texts):
@@ -143,7 +148,8 @@ def _check(tflite_bytes, module):
         raise RuntimeError("the converted LiteRT model gives non-finite outputs")
 
 
-def export_litert(model, export_dir, precision="int8", representative_texts=None, task=None, seq_length=None):
+def export_litert(model, export_dir, precision="int8", representative_texts=None, task=None, seq_length=None,
+                  module_class=LiteRTTextModel, extra_metadata=None):
     """Writes ``<export_dir>/model.tflite`` and ``<export_dir>/model.json``; returns the .tflite path.
 
     Args:
@@ -153,9 +159,10 @@ def export_litert(model, export_dir, precision="int8", representative_texts=None
       representative_texts: real texts (pairs for pair models) calibrating ``int8``.
       task: task name recorded in model.json.
       seq_length: longest packed input (default: the model preprocessor's).
+      module_class: the `LiteRTTextModel` (subclass) converted; `extra_metadata`: model.json entries it adds.
     """
     tflite, module = convert(model, precision=precision, representative_texts=representative_texts,
-                             seq_length=seq_length)
+                             seq_length=seq_length, module_class=module_class)
     _check(tflite, module)
     metadata = {
         "format": "bert_tf LiteRT text classifier",
@@ -165,5 +172,6 @@ def export_litert(model, export_dir, precision="int8", representative_texts=None
         "regression": module.is_regression,
         "is_pair": module.is_pair,
         **text_model_metadata(module, module.output_names, precision, representative_texts, tflite),
+        **(extra_metadata or {}),
     }
     return write_litert_export(export_dir, tflite, metadata)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.tasks.classification import export as export_lib
+from bert_tf.tasks.classification import multi_label_litert
 from bert_tf.tasks.classification.model import BertClassifier
 
 
@@ -35,8 +36,6 @@ class BertMultiLabelClassifier(BertClassifier):
     Args: as `BertClassifier` (``labels`` required, at least two; no regression), plus
       label_separator: joins the predicted labels in the ``label_set`` output.
     """
-
-    has_litert_export = False
 
     def __init__(self, encoder, preprocessor=None, labels=None, is_pair=False, dropout_rate=None,
                  initializer_range=None, label_separator=",", **kwargs):
@@ -81,7 +80,13 @@ class BertMultiLabelClassifier(BertClassifier):
                                             extra_metadata=extra, **options)
 
     def export_litert(self, export_dir, precision="int8", representative_texts=None, task=None):
-        raise ValueError("the multi-label classifier has no LiteRT export yet (its SavedModel export serves it)")
+        """The .tflite (`bert_tf.tasks.classification.multi_label_litert`) at the thresholds in force: every
+        label's ``probabilities``, the ``predicted`` mask and the ``label_set``."""
+        if self.is_windowed:
+            raise ValueError("the LiteRT export reads one window per text; a windowed classifier (max_windows > 1) "
+                             "exports for serving with model.export")
+        return multi_label_litert.export_litert(self, export_dir, precision=precision,
+                                                representative_texts=representative_texts, task=task)
 
     def get_config(self):
         config = super().get_config()
