@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from bert_tf.model.task_model import BertTaskModel
 from bert_tf.tasks.multiple_choice import export as export_lib
+from bert_tf.tasks.multiple_choice import litert
 from bert_tf.text.packer import INPUT_KEYS
 
 
@@ -48,6 +49,7 @@ class BertMultipleChoice(BertTaskModel):
     """
 
     task_kind = "multiple_choice"
+    has_litert_export = True
 
     def __init__(self, encoder, preprocessor=None, num_choices=None, dropout_rate=None, initializer_range=None,
                  **kwargs):
@@ -113,6 +115,12 @@ class BertMultipleChoice(BertTaskModel):
         """The serving SavedModel (`bert_tf.tasks.multiple_choice.export`; option: `pad_to_multiple_of`)."""
         return export_lib.export_multiple_choice(self, export_base, version=version, task=task,
                                                  overwrite=overwrite, **options)
+
+    def export_litert(self, export_dir, precision="int8", representative_texts=None, task=None):
+        """The .tflite (`bert_tf.tasks.multiple_choice.litert`): context, question, options [B, N] in, the choice
+        out; `representative_texts` are real (context, question, options) items."""
+        return litert.export_litert(self, export_dir, precision=precision, representative_texts=representative_texts,
+                                    task=task)
 
     def get_config(self):
         config = super().get_config()

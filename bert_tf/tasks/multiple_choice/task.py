@@ -154,7 +154,7 @@ class MultipleChoiceTask(FinetuningTask):
 
         return featurize
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None, shuffle_batches=True):
         """Endless shuffled batches of [B, N, T] features; with `dynamic_padding`, `bucket_window` batches are
         packed together, sorted by their longest option and each batch cut to its own longest option."""
@@ -235,5 +235,11 @@ class MultipleChoiceTask(FinetuningTask):
             return {}
         return {f"{split}_{k}": v for k, v in self.metrics(examples, outputs).items()}
 
-    def representative_texts(self, n, seed=0):
-        raise ValueError("multiple_choice has no LiteRT export (its SavedModel export serves it)")
+    def representative_texts(self, n, seed=0, split="train"):
+        """`n` (context, question, options) items of `split` in file order, a fixed random sample: int8 calibration."""
+        if not self.has_split(split):
+            raise FileNotFoundError(f"{self.name}: no {split} split to draw representative items from (int8 "
+                                    "calibration); use another --litert_precision or give training data")
+        examples = self.examples(split)
+        keep = sorted(np.random.default_rng(seed).permutation(len(examples))[:int(n)].tolist())
+        return [(examples[i].context, examples[i].question, list(examples[i].options)) for i in keep]
