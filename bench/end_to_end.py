@@ -181,7 +181,7 @@ def finetune_epoch(args):
                       steps_per_loop=w, save_checkpoints_steps=None, global_batch_size=bs,
                       checkpoint_dataset_iterator=False, print_fn=lambda s: None,
                       loop_end_fn=lambda *a: marks.append(time.perf_counter()))
-    dataset = task.build_train_dataset(model, examples, bs, seed=0)
+    dataset = task.build_train_dataset(model, examples, bs, seed=0, bucket_window=32)
     trainer.train(dataset)  # warm-up (tracing)
     trainer.steps_per_loop = steps
     trainer.num_train_steps = w + steps

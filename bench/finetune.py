@@ -67,7 +67,7 @@ class Ours:
                                checkpoint_dataset_iterator=False, print_fn=lambda s: None,
                                loop_end_fn=self._loop_end)
         self.dataset = task.build_train_dataset(self.model, examples, FLAGS.batch_size, seed=0,
-                                                dynamic_padding=dynamic_padding)
+                                                bucket_window=32, dynamic_padding=dynamic_padding)
         self._marks = []
 
     def _loop_end(self, trainer, step, logs):

@@ -57,7 +57,8 @@ def ours(data_dir, spec, seed, tmp):
     config = finetuning.FinetuneConfig(
         model_dir=tempfile.mkdtemp(prefix=f"ours_{seed}_", dir=tmp), init_checkpoint=datasets.minilm_dir(),
         max_seq_length=spec.seq_length, train_batch_size=spec.batch, learning_rate=spec.lr,
-        num_train_epochs=spec.epochs, seed=seed, do_train=True, do_eval=True, adam_epsilon=spec.ours_epsilon)
+        num_train_epochs=spec.epochs, seed=seed, do_train=True, do_eval=True, adam_epsilon=spec.ours_epsilon,
+        bucket_window=spec.ours_bucket_window)
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
         results = finetuning.run(MultiLabelTask(MultiLabelTextTask(data_dir)), config)
@@ -109,6 +110,8 @@ def hf(data_dir, spec, seed):
 
 def summary(values):
     a = np.asarray(values, float)
+    if not a.size:
+        return "not run"
     return f"{100 * a.mean():.1f} ± {100 * a.std():.1f} [{100 * a.min():.1f}, {100 * a.max():.1f}]"
 
 
@@ -124,6 +127,8 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", default="multi_label.json")
     parser.add_argument("--ours_epsilon", type=float, default=1e-6, help="our --adam_epsilon (HF's side: torch's 1e-8)")
+    parser.add_argument("--ours_bucket_window", type=int, default=32,
+                        help="our --bucket_window (batches sorted together by length; 1 = no length bucketing)")
     parser.add_argument("--sides", default="ours,hf", help="which sides to run")
     spec = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -14,10 +14,11 @@ Hugging Face or bert_tf directories, or a `bert_model.ckpt` prefix); the vocab
 and casing come from it unless `--vocab_file` / `--do_lower_case` are given.
 
 Text is tokenized inside the `tf.data` pipeline by `bert_tf.BertPreprocessor`.
-Training batches are bucketed by length: a window of `--bucket_window`
-batches is sorted by packed length, cut into batches, and every batch is padded
-only to its longest sequence (rounded up to a multiple of 8), then the batches
-are shuffled. Evaluation batches are sorted by text length the same way and
+Training batches are random draws, each padded only to its longest sequence
+(rounded up to a multiple of 8). With `--bucket_window=N` (N > 1) a window of N
+batches is sorted by packed length before it is cut, and the batches are then
+shuffled: less padding, but batches of alike examples (off by default: it cost
+quality on small data). Evaluation batches are sorted by text length the same way and
 the predictions put back in file order.
 
 The model is evaluated after every epoch; the best checkpoint by the task's

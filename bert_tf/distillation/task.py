@@ -181,7 +181,7 @@ class DistillationTask(FinetuningTask):
             return self.task.examples(split) + self.unlabelled_examples()
         return self.task.examples(split)
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None):
         """The task's batches, each as `(batch, labelled)`; unlabelled examples in batches of their own, drawn in
         proportion to their number."""

@@ -97,7 +97,7 @@ class FinetuningTask:
         raise NotImplementedError
 
     # ----------------------------------------------------------- steps
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None):
         raise NotImplementedError
 

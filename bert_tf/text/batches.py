@@ -41,7 +41,7 @@ def _sort_by_length(features, labels):
         lambda t: tf.gather(t, order), labels)
 
 
-def bucketed_batches(columns, featurize, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+def bucketed_batches(columns, featurize, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                      input_context=None, shuffle_batches=True, per_token_labels=True):
     """Endless training batches `(features, labels)` over `columns` (see the module docstring).
 

@@ -94,8 +94,11 @@ class FinetuneConfig:
         None, "Compute dtype of the serving export (default: the training precision). bfloat16/float16: the "
               "encoder's matmuls in that dtype (weights, LayerNorm, softmax and outputs stay float32).",
         choices=tuple(SERVING_DTYPES))
-    dynamic_padding: bool = setting(True, "Pad each batch to its longest sequence (with length bucketing).")
-    bucket_window: int = setting(32, "Batches sorted together by length when bucketing.")
+    dynamic_padding: bool = setting(True, "Pad each batch to its longest sequence.")
+    bucket_window: int = setting(
+        1, "Batches sorted together by length before they are cut (length bucketing). 1: none, batches are "
+           "random draws as in Hugging Face's Trainer. More (e.g. 32) pads less and trains faster, but batches "
+           "of similar length hold similar examples: on small data that cost up to 15 F1 points (README).")
     steps_per_loop: int = setting(50, "Steps per tf.function call / progress line.")
     keep_checkpoint_max: int = setting(2, "Training checkpoints kept.")
     max_train_examples: int | None = setting(None, "Use only the first N training examples (quick runs).")

@@ -161,7 +161,7 @@ class SentencePredictionTask(TextDataTask):
 
         return featurize
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None, shuffle_batches=True):
         if not model.is_windowed:
             return super().build_train_dataset(model, examples, batch_size, seed=seed, bucket_window=bucket_window,

@@ -83,7 +83,7 @@ class TextDataTask(FinetuningTask):
 
         return featurize
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None, shuffle_batches=True):
         columns, labelled = self._columns(examples)
         if not labelled:

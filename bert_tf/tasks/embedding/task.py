@@ -203,7 +203,7 @@ class EmbeddingTask(FinetuningTask):
         return model
 
     # ----------------------------------------------------------- steps
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None):
         del bucket_window  # see the module docstring: batches are never sorted by length
         columns = {"text_a": np.array([e.text_a for e in examples], dtype=object),

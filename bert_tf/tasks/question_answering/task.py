@@ -166,7 +166,7 @@ class QuestionAnsweringTask(FinetuningTask):
             columns["answer_end"] = np.array([e.answer_end for e in examples], np.int32)
         return columns
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None, shuffle_batches=True):
         if not examples:
             raise ValueError("no training questions")

@@ -176,7 +176,7 @@ class TaggingTask(FinetuningTask):
         return {"words": np.array([" ".join(w) for w in words_out], dtype=object),
                 "tags": np.array([" ".join(t) for t in tags_out], dtype=object)}
 
-    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=32, dynamic_padding=True,
+    def build_train_dataset(self, model, examples, batch_size, seed=0, bucket_window=1, dynamic_padding=True,
                             input_context=None, shuffle_batches=True):
         if not examples or examples[0].tags is None:
             raise ValueError("training sentences have no tags")
