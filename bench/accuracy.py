@@ -3,7 +3,8 @@
 The real MiniLM-L6-H384 weights fine-tuned on real tweets (negative/neutral/positive,
 fixtures.datasets.tweets_task_dir) with trainers/finetune.py, each run a fresh process:
 
-* bucketed   -- float32, length bucketing + each batch padded to its longest (finetune.py's default);
+* random     -- float32, random batches, each padded to its longest (finetune.py's default);
+* bucketed   -- float32, --bucket_window=32 (length bucketing) + each batch padded to its longest;
 * fixed      -- float32, every batch padded to --max_seq_length (google-research/bert's way);
 * bf16       -- bucketed, --mixed_precision=mixed_bfloat16 (the log says whether the CPU has native bf16).
 
@@ -11,7 +12,7 @@ Same data, learning rate, epochs and seeds for each; dev and test accuracy are r
 mean +- sample standard deviation over the seeds, so "within noise" can be read off directly,
 together with training examples/s (wall clock, machine possibly shared).
 
-    .venv/bin/python bench/accuracy.py [--train 2048] [--seeds 1,2,3] [--configs bucketed,fixed,bf16]
+    .venv/bin/python bench/accuracy.py [--train 2048] [--seeds 1,2,3] [--configs random,bucketed,fixed,bf16]
 """
 
 import argparse
@@ -27,9 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 CONFIGS = {
-    "bucketed": ["--dynamic_padding"],
+    "random": ["--dynamic_padding"],
+    "bucketed": ["--dynamic_padding", "--bucket_window=32"],
     "fixed": ["--nodynamic_padding"],
-    "bf16": ["--dynamic_padding", "--mixed_precision=mixed_bfloat16"],
+    "bf16": ["--dynamic_padding", "--bucket_window=32", "--mixed_precision=mixed_bfloat16"],
 }
 
 
@@ -42,7 +44,7 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--configs", default="bucketed,fixed,bf16")
+    parser.add_argument("--configs", default="random,bucketed,fixed,bf16")
     args = parser.parse_args()
 
     import numpy as np
