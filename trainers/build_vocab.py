@@ -4,9 +4,9 @@ r"""A WordPiece vocab.txt learned from raw text, for `create_pretraining_data.py
       --vocab_size=30522 --do_lower_case --num_unused=99 --min_char_count=2
 
 Words are normalised and split as the tokenizer does (Google's BasicTokenizer rules), counted (in parallel
-processes over files), and given to tensorflow-text's WordPiece learner. Layout: `[PAD]`, `[unused0..N-1]`,
-`[UNK] [CLS] [SEP] [MASK]` (ids 100-103 with the default 99 unused, as in Google's vocab), characters, pieces.
-See `bert_tf.text.vocab_learning`.
+processes over files), and given to tensorflow-text's WordPiece learning algorithm (our faster implementation of
+it, same vocabulary). Layout: `[PAD]`, `[unused0..N-1]`, `[UNK] [CLS] [SEP] [MASK]` (ids 100-103 with the
+default 99 unused, as in Google's vocab), characters, pieces. See `bert_tf.text.vocab_learning`.
 
 With `--runner` the words are counted on Apache Beam (`bert_tf.text.vocab_beam`) and the same vocabulary is
 learned from the counts; every flag this program does not define is passed to Beam as a pipeline option:

@@ -1,10 +1,12 @@
 """A WordPiece `vocab.txt` learned from raw text, with the tokenizer's own normalisation.
 
-Words are counted exactly as `BertTokenizer` will see them: its `normalize_text` (Google's BasicTokenizer rules:
-control/format characters dropped, whitespace, CJK ideographs and punctuation as words of their own, and when
-uncased Python-style lower-casing, NFD, accents dropped) runs batched in one `tf.function`, so the vocabulary,
-the tokenizer, `create_pretraining_data` and `pretrain` agree on every word. The counts go to tensorflow-text's
-WordPiece learner (`wordpiece_tokenizer_learner_lib.learn`); this module picks the learner's frequency
+Words are counted exactly as `BertTokenizer` will see them: the words of its `normalize_text` (Google's
+BasicTokenizer rules: control/format characters dropped, whitespace, CJK ideographs and punctuation as words of
+their own, and when uncased lower-casing, NFD, accents dropped), computed in plain Python by
+`bert_tf.text.word_split` (equal on all of Unicode; the few lines it cannot split exactly go to the tokenizer
+itself), so the vocabulary, the tokenizer, `create_pretraining_data` and `pretrain` agree on every word. The
+counts go to tensorflow-text's WordPiece algorithm (`bert_tf.text.wordpiece_learner`: the same vocabulary as
+`wordpiece_tokenizer_learner_lib.learn`, computed ~15x faster); this module picks the learner's frequency
 threshold, keeps every frequent character, and fixes the layout of the special tokens.
 
 Layout of the written `vocab.txt` (one token a line, id = line number; Google's released uncased vocab has

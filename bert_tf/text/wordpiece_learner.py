@@ -48,7 +48,11 @@ class WordPieceLearner:
         allowed = _top_chars(words, max_unique_chars)
         self.words = [(w, n) for w, n in words if allowed.issuperset(w)]
         self.chars = sorted({c for w, _ in self.words for c in w})
-        self._first_round = _first_round_counts(self.words)
+        # Every round counts each word once at its start (the same counts in every round), and round 1 counts
+        # every suffix: both are computed once.
+        self._whole, self._first_continued = _first_round_counts(self.words)
+        # Least frequent first: a round segments only the words below the threshold (the others are tokens).
+        self._by_count = sorted(self._whole.items(), key=lambda item: item[1])
 
     def effective_threshold(self, threshold):
         """The threshold tf-text uses when asked for `threshold` (its search range clipped to the counts)."""
@@ -63,13 +67,13 @@ class WordPieceLearner:
             raise ValueError(f"frequency threshold {threshold} must be >= 1")
         tokens = self._with_chars({})
         for round_index in range(self.num_iterations):
-            whole, continued = self._first_round if round_index == 0 else self._recount(tokens)
-            tokens = self._select(whole, continued, threshold)
+            continued = self._first_continued if round_index == 0 else self._recount(tokens, threshold)
+            tokens = self._select(continued, threshold)
         return self._vocabulary(tokens)
 
-    def _select(self, whole, continued, threshold):
+    def _select(self, continued, threshold):
         """Tokens counted at least `threshold` times -> count, and every character token."""
-        tokens = {w: n for w, n in whole.items() if n >= threshold}
+        tokens = {w: n for w, n in self._whole.items() if n >= threshold}
         # A continuation overwrites a word of the same spelling (tf-text visits it later).
         tokens.update((self.joiner + x, n) for x, n in continued.items() if n >= threshold)
         return self._with_chars(tokens)
@@ -80,18 +84,18 @@ class WordPieceLearner:
             tokens.setdefault(self.joiner + c, 1)
         return tokens
 
-    def _recount(self, tokens):
-        """One later round: (word counts, remainder counts) over the segment starts found by greedy
-        longest-match with `tokens`."""
-        at_start = tokens.keys()
+    def _recount(self, tokens, threshold):
+        """One later round's counts of remainders, over the segment starts found by greedy longest-match with
+        `tokens` (which hold every word counted >= `threshold` times: those are one segment)."""
         inside = {t[len(self.joiner):] for t in tokens if t.startswith(self.joiner)}
-        whole, pending = collections.Counter(), collections.Counter()
-        for word, n in self.words:
-            whole[word] += n
-            end = _longest_prefix(word, at_start)
+        pending = collections.Counter()
+        for word, n in self._by_count:
+            if n >= threshold:
+                break
+            end = _longest_prefix(word, tokens)
             if end < len(word):
                 pending[word[end:]] += n
-        return whole, _propagate_remainders(pending, inside)
+        return _propagate_remainders(pending, inside)
 
     def _vocabulary(self, tokens):
         by_count = sorted(tokens.items(), key=lambda item: (-item[1], item[0]))
@@ -119,7 +123,7 @@ def _first_round_counts(words):
 
 
 def _longest_prefix(text, tokens):
-    """End of the longest prefix of `text` in `tokens` (every single character is in it, so >= 1)."""
+    """End of the longest prefix of `text` in `tokens` (a dict or set holding every single character)."""
     end = len(text)
     while end > 1 and text[:end] not in tokens:
         end -= 1
