@@ -53,6 +53,11 @@ class WordPieceLearner:
         self._whole, self._first_continued = _first_round_counts(self.words)
         # Least frequent first: a round segments only the words below the threshold (the others are tokens).
         self._by_count = sorted(self._whole.items(), key=lambda item: item[1])
+        # word -> (end, count) of its proper prefixes (2 characters or more) that are words, longest first: a
+        # word's first segment is the longest of them counted >= the threshold, else its first character.
+        self._word_prefixes = {w: prefixes for w in self._whole
+                               if (prefixes := [(end, self._whole[w[:end]]) for end in range(len(w) - 1, 1, -1)
+                                                if w[:end] in self._whole])}
 
     def effective_threshold(self, threshold):
         """The threshold tf-text uses when asked for `threshold` (its search range clipped to the counts)."""
@@ -66,8 +71,12 @@ class WordPieceLearner:
         if threshold < 1:
             raise ValueError(f"frequency threshold {threshold} must be >= 1")
         tokens = self._with_chars({})
+        after_first_segment, joiner_words = self._after_first_segment(threshold)
         for round_index in range(self.num_iterations):
-            continued = self._first_continued if round_index == 0 else self._recount(tokens, threshold)
+            if round_index == 0:
+                continued = self._first_continued
+            else:
+                continued = self._recount(tokens, after_first_segment, joiner_words)
             tokens = self._select(continued, threshold)
         return self._vocabulary(tokens)
 
@@ -84,14 +93,29 @@ class WordPieceLearner:
             tokens.setdefault(self.joiner + c, 1)
         return tokens
 
-    def _recount(self, tokens, threshold):
-        """One later round's counts of remainders, over the segment starts found by greedy longest-match with
-        `tokens` (which hold every word counted >= `threshold` times: those are one segment)."""
-        inside = {t[len(self.joiner):] for t in tokens if t.startswith(self.joiner)}
-        pending = collections.Counter()
+    def _after_first_segment(self, threshold):
+        """(Counter of the remainders after the first segment of each word counted < `threshold` times, the
+        words beginning with the joiner). The first segment is the same in every later round: the tokens a
+        word can begin with are the words counted >= `threshold` and the characters, except for a word that
+        begins with the joiner (a continuation may match there), left to each round."""
+        remainders, joiner_words = collections.Counter(), []
         for word, n in self._by_count:
             if n >= threshold:
-                break
+                break  # a token itself: one segment
+            if word.startswith(self.joiner):
+                joiner_words.append((word, n))
+                continue
+            end = next((end for end, count in self._word_prefixes.get(word, ()) if count >= threshold), 1)
+            if end < len(word):
+                remainders[word[end:]] += n
+        return remainders, joiner_words
+
+    def _recount(self, tokens, after_first_segment, joiner_words):
+        """One later round's counts of remainders, over the segment starts found by greedy longest-match with
+        `tokens`."""
+        inside = {t[len(self.joiner):] for t in tokens if t.startswith(self.joiner)}
+        pending = collections.Counter(after_first_segment)
+        for word, n in joiner_words:
             end = _longest_prefix(word, tokens)
             if end < len(word):
                 pending[word[end:]] += n
