@@ -71,18 +71,19 @@ class WordPieceLearner:
         if threshold < 1:
             raise ValueError(f"frequency threshold {threshold} must be >= 1")
         tokens = self._with_chars({})
+        frequent_words = {w: n for w, n in self._whole.items() if n >= threshold}  # the same in every round
         after_first_segment, joiner_words = self._after_first_segment(threshold)
         for round_index in range(self.num_iterations):
             if round_index == 0:
                 continued = self._first_continued
             else:
                 continued = self._recount(tokens, after_first_segment, joiner_words)
-            tokens = self._select(continued, threshold)
+            tokens = self._select(frequent_words, continued, threshold)
         return self._vocabulary(tokens)
 
-    def _select(self, continued, threshold):
-        """Tokens counted at least `threshold` times -> count, and every character token."""
-        tokens = {w: n for w, n in self._whole.items() if n >= threshold}
+    def _select(self, frequent_words, continued, threshold):
+        """The words and remainders counted at least `threshold` times -> count, and every character token."""
+        tokens = dict(frequent_words)
         # A continuation overwrites a word of the same spelling (tf-text visits it later).
         tokens.update((self.joiner + x, n) for x, n in continued.items() if n >= threshold)
         return self._with_chars(tokens)
