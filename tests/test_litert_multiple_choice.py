@@ -63,7 +63,7 @@ def test_float32_equals_the_keras_model_on_hellaswag(minilm_choice, float_export
     np.testing.assert_allclose(one["probabilities"][0], want["probabilities"][1, :3], atol=1e-5)
 
 
-def test_without_question_and_tokenize_are_the_saved_model_packing(minilm_choice, float_export):
+def test_no_question_and_tokenize_are_the_saved_model_packing(minilm_choice, float_export):
     contexts, _, options = _items()
     runner = choice_litert.LiteRTMultipleChoice(float_export)
     got = runner.choose(contexts[:5], None, options[:5])
@@ -81,7 +81,7 @@ def test_metadata_and_bad_input(minilm_choice, float_export, tmp_path):
     metadata = json.load(open(float_export.replace("model.tflite", "model.json")))
     assert metadata["format"] == "bert_tf LiteRT multiple choice" and metadata["task"] == "multiple_choice"
     assert metadata["num_choices"] == 4 and metadata["max_seq_length"] == 64 and metadata["precision"] == "float32"
-    assert set(metadata["signatures"]) == {"serving_default", "without_question", "tokenize"}
+    assert set(metadata["signatures"]) == {"serving_default", "tokenize"}
     assert metadata["inputs"] == ["context", "question", "options"] and metadata["outputs"] == ["choice",
                                                                                                "probabilities"]
     runner = choice_litert.LiteRTMultipleChoice(float_export)
