@@ -232,7 +232,7 @@ class TransformerBlock(keras.layers.Layer):
         scale = tf.concat([tf.fill([h], 1.0 / math.sqrt(d)), tf.ones([2 * h])], axis=0)
         qkv = self._dense(x2, self.qkv_kernel * scale, self.qkv_bias * scale)
         qkv = tf.transpose(tf.reshape(qkv, [b, t, 3, n, d]), [2, 0, 3, 1, 4])  # [3, B, N, T, D]
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = tf.unstack(qkv)  # its gradient is one stack, where slices each scatter into zeros
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, T, T]
         scores = tf.cast(scores, tf.float32) + tf.cast(attention_bias, tf.float32)
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), dt)
