@@ -5,7 +5,7 @@ characters except TAB/LF/CR, Cf characters and U+FFFD; TAB/LF/CR, Zs, U+2028 and
 uncased, lower-case (full case mapping, as `tf.strings.lower(encoding="utf-8")`), NFD, drop Mn marks; every CJK
 ideograph and punctuation character (ASCII 33-47, 58-64, 91-96, 123-126, Unicode P*) is a word of its own.
 Character classes come from this interpreter's `unicodedata`, as the tokenizer's regexes do; they are looked
-up only for the characters a text holds. tests/test_word_split.py checks the words against the tokenizer on
+up only for the characters a text holds. tests/test_vocab_equivalence.py checks the words against the tokenizer on
 every code point and on real text (English prose, Chinese reviews, accents, Greek, control characters).
 
 Used to count words for a vocabulary without importing TensorFlow (seconds of start-up).
@@ -26,7 +26,7 @@ ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
 LONG_WORD_PLACEHOLDER = "\ue000"
 # Code points that this interpreter's Unicode data (Python 3.11: Unicode 14) and the ICU of TensorFlow's string
 # ops (a later Unicode) lower-case, case-context or decompose differently, found by comparing every code point
-# in context with the tokenizer (tests/test_word_split.py re-checks them). Uncased text holding one of them
+# in context with the tokenizer (tests/test_vocab_equivalence.py re-checks them). Uncased text holding one of them
 # must be counted by the tokenizer itself; cased text has no such difference.
 UNCASED_DIFFERENCES = (
     (0x0888, 0x0888), (0x0898, 0x089F), (0x08C9, 0x08D2), (0x0C3C, 0x0C3C), (0x1734, 0x1734), (0x180F, 0x180F),
