@@ -11,11 +11,11 @@ Each learner runs as its own program, end to end (start-up, reading, counting, l
   vocab_size=V, min_frequency=2, special_tokens=[PAD] [UNK] [CLS] [SEP] [MASK])`, then `save_model`.
 
 Per learner: wall seconds (for ours also the part after start-up and imports: counting + learning + writing,
-from the program's own `wrote ... in S s` line), peak RSS summed over its process tree (sampled every 0.1 s), vocabulary size, and on
-the held-out text the [UNK] rate (share of words that become [UNK]) and wordpieces per word. Both vocabularies
-are applied with OUR tokenizer (`bert_tf.BertTokenizer`, Google's rules), so the difference is the vocabulary
-alone; Hugging Face's vocabulary is also applied with its own tokenizer, for reference. Speed ratio printed as
-Hugging Face seconds / ours (>= 1: ours is at least as fast).
+from the program's own `wrote ... in S s` line), peak RSS summed over its process tree (sampled every 0.1 s),
+vocabulary size, and on the held-out text the [UNK] rate (share of words that become [UNK]) and wordpieces per
+word. Both vocabularies are applied with OUR tokenizer (`bert_tf.BertTokenizer`, Google's rules), so the
+difference is the vocabulary alone; Hugging Face's vocabulary is also applied with its own tokenizer, for
+reference. Speed ratio printed as Hugging Face seconds / ours (>= 1: ours is at least as fast).
 
     .venv/bin/python bench/build_vocab.py [--vocab_size 8000] [--num_files 2] [--held_out_fraction 0.1]
 
