@@ -8,7 +8,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import bert_tf
 from bert_tf.tasks.multiple_choice import MultipleChoiceTask
