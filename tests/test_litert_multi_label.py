@@ -100,10 +100,9 @@ def test_driver_dynamic_int8_export_agrees_with_float(run):
 
 
 def test_full_int8_calibrated_on_training_texts(run):
-    """Full int8 (the classifier's recipe) runs, records its calibration and keeps ``predicted`` and ``label_set``
-    consistent with its own probabilities. Its agreement with float is poor on this tiny trained model (measured
-    2026-12-06: 14% same sets, worst per-label correlation about 0; the classifier's own int8 path on the same
-    network agrees on 72% of argmaxes), which is why README points multi-label models at dynamic_int8."""
+    """Full int8 (the classifier's recipe), calibrated on training texts one at a time, then run on a batch of
+    unequal lengths: most sets agree with float (measured 2026-12-06: 73.5%, worst per-label correlation 0.955;
+    dynamic_int8 does better, above) and ``predicted``/``label_set`` follow its own probabilities."""
     root, _, model, texts, task = run
     path = model.export_litert(str(root / "int8"), precision="int8",
                                representative_texts=task.representative_texts(40))
@@ -114,6 +113,7 @@ def test_full_int8_calibrated_on_training_texts(run):
     corr = min(np.corrcoef(got["probabilities"][:, j], want["probabilities"][:, j])[0, 1] for j in range(4))
     print(f"int8 vs float on {len(texts)} CoNLL test sentences: same predicted set {same_set:.1%}, "
           f"max |p - p_float| {gap.max():.4f}, mean {gap.mean():.4f}, worst per-label correlation {corr:.3f}")
+    assert same_set >= 0.6 and corr >= 0.8
     np.testing.assert_array_equal(got["predicted"], got["probabilities"] >= np.array(model.thresholds))
     assert all(s == ",".join(l for l, p in zip(LABELS, row) if p) for s, row in zip(got["label_set"],
                                                                                      got["predicted"]))

@@ -130,7 +130,10 @@ def encoder_sequence_output(encoder, features):
     Keras layer's ``[:, None, None, :]`` is a StridedSlice with new axes, which has no LiteRT kernel)."""
     mask = features["input_mask"]
     shape = tf.shape(mask)
-    bias = tf.reshape((1.0 - tf.cast(mask, tf.float32)) * _MASK_BIAS, [shape[0], 1, 1, shape[1]])
+    # Reshaped while still the int mask: a float bias reshaped (RESHAPE is not kept float) is quantized in full int8
+    # with the range calibration saw, and single unpadded calibration texts give it [0, 0]: -10000 became ~0, and
+    # padded keys took most of the attention in any batch of unequal lengths.
+    bias = (1.0 - tf.cast(tf.reshape(mask, [shape[0], 1, 1, shape[1]]), tf.float32)) * _MASK_BIAS
     x = encoder.embeddings(features["input_word_ids"], features["input_type_ids"], training=False)
     for block in encoder.transformer_layers:
         x = block(x, bias, training=False)

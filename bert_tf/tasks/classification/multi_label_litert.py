@@ -21,9 +21,9 @@ labels at export. Up to `MAX_LABEL_SET_LABELS` labels have it; a model with more
 sigmoid and the threshold comparison float (`MULTI_LABEL_FLOAT_OPS`).
 
 Measured (README, tests/test_litert_multi_label.py): float32 equals the Keras model (max |Δp| 1.8e-7 on MiniLM);
-``dynamic_int8`` keeps 97-99.5% of the predicted sets; full ``int8`` only 14-57%: a set flips wherever a
-probability sits near its threshold, and full int8 moves probabilities by ~0.005-0.2 (its outputs also depend on
-the other texts in the batch, by up to 0.014 on MiniLM). Use ``dynamic_int8`` for multi-label models.
+``dynamic_int8`` keeps 97-99.5% of the predicted sets, full ``int8`` 71-74% (it moves probabilities by ~0.005-0.02
+on average, and a set flips wherever a probability sits near its threshold): ``dynamic_int8`` is the better int8
+for multi-label models.
 """
 
 import tensorflow as tf

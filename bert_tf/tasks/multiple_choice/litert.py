@@ -21,6 +21,9 @@ option with ``StringJoin`` and tests blankness with ``StringStrip``/``StringLeng
 here each string is tokenized alone and the question's and the option's wordpieces are concatenated (the same ids:
 a space between them is a word break) and "blank" means "no wordpiece". The two differ only for a text made of
 characters the tokenizer drops (e.g. only control characters): the SavedModel reads it as present but empty.
+
+Measured on 100 HellaSwag items (MiniLM, seeded untrained head, README): float32 max |Δp| 4.8e-7, same choice 100%;
+``dynamic_int8`` 86%, full ``int8`` 52%: ``dynamic_int8`` or ``float16`` are the better small files.
 """
 
 import numpy as np
@@ -33,9 +36,9 @@ from bert_tf.text.packer import INPUT_KEYS
 
 INPUT_NAMES = ["context", "question", "options"]
 OUTPUT_NAMES = ["choice", "probabilities"]
-# Full int8 also keeps the option masking float: the float32-min fill of blank options would otherwise set the
-# quantization range of the logits and wipe out their differences.
-CHOICE_FLOAT_OPS = INT8_FLOAT_OPS + ("SELECT", "SELECT_V2", "FILL", "REDUCE_ANY")
+# Full int8 also keeps the masked softmax over the options float.
+CHOICE_FLOAT_OPS = INT8_FLOAT_OPS + ("SELECT", "SELECT_V2", "REDUCE_MIN", "REDUCE_MAX", "EXP", "SUM", "DIV",
+                                     "MAXIMUM", "REDUCE_ANY")
 _CHECK_ITEMS = (("A man is sitting on a roof.", "he", ("starts pulling up roofing.", "is holding a cube.", "")),
                 ("", "Where does water boil at 100 degrees, café 北京?", ("at sea level", "on the moon", "nowhere")))
 

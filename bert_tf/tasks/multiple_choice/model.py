@@ -98,8 +98,13 @@ class BertMultipleChoice(BertTaskModel):
         logits = tf.cast(logits, tf.float32)
         if given is None:
             given = tf.ones_like(logits, tf.bool)
-        masked = tf.where(given, logits, tf.fill(tf.shape(logits), tf.float32.min))
-        probabilities = tf.where(given, tf.nn.softmax(masked, axis=-1), 0.0)
+        # Blank options sit 1 below the item's lowest logit rather than at float32's minimum: the same softmax and
+        # argmax over the given options, and a range a full-int8 LiteRT export can quantize (with the minimum in
+        # the tensor, every logit rounded to one value and the choice was always option 0).
+        masked = tf.where(given, logits, tf.reduce_min(logits, axis=-1, keepdims=True) - 1.0)
+        weights = tf.exp(masked - tf.reduce_max(masked, axis=-1, keepdims=True)) * tf.cast(given, tf.float32)
+        total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+        probabilities = weights / tf.maximum(total, 1e-30)  # 0 / 1e-30 = 0 for an item with no option given
         any_given = tf.reduce_any(given, axis=-1)
         choice = tf.where(any_given, tf.argmax(masked, axis=-1), tf.constant(-1, tf.int64))
         return {"choice": choice, "probabilities": probabilities}
