@@ -136,7 +136,6 @@ def convert(model, precision="int8", representative_texts=None, seq_length=None)
     return convert_module(module, endpoints, precision, feeds, CHOICE_FLOAT_OPS), module
 
 
-
 class LiteRTMultipleChoice:
     """Runs an exported multiple-choice .tflite: `choose(contexts, questions, options)` -> NumPy outputs.
 
