@@ -127,8 +127,9 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", default="multi_label.json")
     parser.add_argument("--ours_epsilon", type=float, default=1e-6, help="our --adam_epsilon (HF's side: torch's 1e-8)")
-    parser.add_argument("--ours_bucket_window", type=int, default=32,
-                        help="our --bucket_window (batches sorted together by length; 1 = no length bucketing)")
+    parser.add_argument("--ours_bucket_window", type=int, default=finetuning.FinetuneConfig.bucket_window,
+                        help="our --bucket_window (batches sorted together by length; 1, the default = no length "
+                             "bucketing)")
     parser.add_argument("--sides", default="ours,hf", help="which sides to run")
     spec = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
