@@ -39,30 +39,18 @@ import tensorflow_text as tf_text
 
 import keras
 
-MAX_CHARS_PER_WORD = 200
-REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]")
+# Google's constants, written once in the TensorFlow-free word split that counts words for a vocabulary: the
+# 200-character word limit, the CJK ideograph blocks surrounded by spaces, the ASCII symbols treated as
+# punctuation, the placeholder put in place of a longer word.
+from bert_tf.text.word_split import ASCII_PUNCT_RANGES, CJK_RANGES, LONG_WORD_PLACEHOLDER, MAX_CHARS_PER_WORD
 
-# CJK ideograph blocks that Google's tokenizer surrounds with spaces.
-CJK_RANGES = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
-    (0xF900, 0xFAFF),
-    (0x2F800, 0x2FA1F),
-)
+REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]")
 
 
 def is_cjk_ideograph(char):
     """True for a character of the CJK ideograph blocks (Google's `_is_chinese_char`)."""
     cp = ord(char)
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
-
-
-# ASCII characters Google treats as punctuation although some are symbols.
-_ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
 
 
 def load_vocab(path):
@@ -171,7 +159,7 @@ def _regexes():
         # Characters that become words of their own: CJK ideographs and punctuation.
         "split": "(["
         + _ranges_to_class(CJK_RANGES)
-        + _ranges_to_class(_ASCII_PUNCT_RANGES)
+        + _ranges_to_class(ASCII_PUNCT_RANGES)
         + c["P"]
         + "])",
         # A word (after splitting) longer than Google's limit.
@@ -244,7 +232,7 @@ class BertTokenizer(keras.layers.Layer):
         wp_vocab = wordpiece_vocab(self.vocabulary)
         # Placeholder for words over the length limit (`normalize_text` puts it in their place): a
         # private-use character that is not a vocab token, so WordPiece maps it to [UNK].
-        cp = 0xE000
+        cp = ord(LONG_WORD_PLACEHOLDER)
         while chr(cp) in ids:
             cp += 1
         self.long_word_placeholder = chr(cp)

@@ -16,13 +16,16 @@ import re
 import unicodedata
 
 
-# The tokenizer's constants (bert_tf.text.tokenizer imports TensorFlow; tests check these equal its own).
+# Google's rules as constants, written here once: `bert_tf.text.tokenizer` imports them from this module (which,
+# unlike it, imports no TensorFlow). CJK ideograph blocks (words of their own), ASCII symbols treated as
+# punctuation, the word length limit in characters.
 MAX_CHARS_PER_WORD = 200
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
-# The tokenizer puts this character in place of a word over its 200-character limit, and then counts every
-# word equal to it as too long (also one that was this character in the text): counted the same way here.
+# The tokenizer puts this character (the next code point if it is a vocabulary token) in place of a word over
+# its limit, and counts every word equal to it as too long (also one that was this character in the text):
+# counted the same way here.
 LONG_WORD_PLACEHOLDER = "\ue000"
 # Code points that this interpreter's Unicode data (Python 3.11: Unicode 14) and the ICU of TensorFlow's string
 # ops (a later Unicode) lower-case, case-context or decompose differently, found by comparing every code point
