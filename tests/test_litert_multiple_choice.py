@@ -4,6 +4,9 @@ model on real HellaSwag items (fixtures/multiple_choice.py), and through the fin
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,6 +18,8 @@ from bert_tf.tasks.multiple_choice import litert as choice_litert
 from bert_tf.tasks.multiple_choice.model import BertMultipleChoice
 from bert_tf.training import finetuning
 from fixtures import multiple_choice as hellaswag
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _items():
@@ -123,3 +128,15 @@ def test_finetune_driver_writes_an_int8_export(minilm_vocab, tmp_path):
     np.testing.assert_allclose(got["probabilities"].sum(-1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(got["choice"], got["probabilities"].argmax(-1))
     assert len(task.representative_texts(5)) == 5 and len(task.representative_texts(5)[0][2]) == 4
+
+    # trainers/export.py calibrates a multiple-choice model on the items of a task file (its own reader)
+    export = subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "export.py"),
+                             f"--keras_model={tmp_path / 'model' / 'model.keras'}", "--task=multiple_choice",
+                             f"--litert_export_dir={tmp_path / 'lite_program'}", "--litert_precision=int8",
+                             f"--representative_file={data_dir}/train.jsonl", "--representative_examples=12"],
+                            capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    metadata = json.load(open(tmp_path / "lite_program" / "model.json"))
+    assert (metadata["precision"], metadata["representative_examples"]) == ("int8", 12)
+    program = choice_litert.LiteRTMultipleChoice(str(tmp_path / "lite_program")).choose(*items)
+    assert np.abs(program["probabilities"] - want["probabilities"].numpy()).mean() < 0.02

@@ -25,6 +25,9 @@ either source; full int8 is calibrated on real texts, one per line (or a tsv/csv
     python trainers/export.py --keras_model=/tmp/run/model.keras --litert_export_dir=/tmp/litert \
         --litert_precision=int8 --representative_file=/data/train.tsv --representative_examples=200
 
+(a multiple-choice model calibrates on items: --representative_file is a .jsonl / .csv in `--task=multiple_choice`'s
+layout, e.g. its train file).
+
 A keras-hub preset (`keras_hub.models.BertTextClassifier.from_preset(dir)` for a classifier, else
 `BertBackbone` + `BertTokenizer` of the encoder; `bert_tf.save_keras_hub_preset`), from either source:
 
@@ -55,6 +58,8 @@ from absl import app, flags  # noqa: E402
 import bert_tf  # noqa: E402
 from bert_tf import atomic  # noqa: E402
 from bert_tf.export.hub import export_hub_style  # noqa: E402
+from bert_tf.tasks.multiple_choice import data as choice_data  # noqa: E402
+from bert_tf.tasks.multiple_choice.model import BertMultipleChoice  # noqa: E402
 
 flags.DEFINE_string("keras_model", None, "A task model saved with model.save (finetune.py: <model_dir>/model.keras).")
 flags.DEFINE_string("model_dir", None, "Or: a bert_tf.from_pretrained directory (with a classifier head).")
@@ -87,7 +92,8 @@ flags.DEFINE_bool("lower_case", None, "--model_dir: override the vocab casing fo
 flags.DEFINE_string("litert_export_dir", None, "Write <dir>/model.tflite (tokenizer inside) + model.json.")
 flags.DEFINE_enum("litert_precision", "int8", ["float32", "float16", "dynamic_int8", "int8"], "LiteRT weights.")
 flags.DEFINE_integer("representative_examples", 200, "Texts from --representative_file that calibrate int8.")
-flags.DEFINE_string("representative_file", None, "int8 calibration texts: one per line, or a .tsv/.csv with a header.")
+flags.DEFINE_string("representative_file", None, "int8 calibration texts: one per line, or a .tsv/.csv with a header "
+                    "(multiple choice: a .jsonl/.csv of items in --task=multiple_choice's layout).")
 flags.DEFINE_string("text_column", "sentence", "--representative_file tsv/csv: the text column.")
 flags.DEFINE_string("text_b_column", None, "--representative_file tsv/csv: the second text (pair models).")
 FLAGS = flags.FLAGS
@@ -151,6 +157,19 @@ def representative_texts(path, n, is_pair, seed=0):
     return [texts[i] for i in keep]
 
 
+def representative_items(path, n, seed=0):
+    """`n` (context, question, options) items of a multiple-choice .jsonl / .csv (a fixed random sample, file order),
+    read by the task's own reader (malformed rows skipped and reported, as in fine-tuning)."""
+    if not path.endswith((".jsonl", ".csv")):
+        raise app.UsageError(f"--representative_file={path}: a multiple-choice model calibrates on items, a .jsonl "
+                             "or .csv in --task=multiple_choice's layout (e.g. its train file)")
+    examples = choice_data.read_choices(path).examples
+    if not examples:
+        raise app.UsageError(f"--representative_file={path} holds no valid multiple-choice items")
+    keep = sorted(np.random.default_rng(seed).permutation(len(examples))[:n].tolist())
+    return [(examples[i].context, examples[i].question, list(examples[i].options)) for i in keep]
+
+
 def serving_export(model, task):
     """The serving SavedModel of a task model (its own `export`): `<export_base>/<version>/`."""
     if FLAGS.serving_dtype:
@@ -164,7 +183,9 @@ def litert_export(model, task):
     if not model.has_litert_export:
         raise app.UsageError(f"{type(model).__name__} has no LiteRT export (its SavedModel export serves it)")
     texts = None
-    if FLAGS.litert_precision == "int8":
+    if FLAGS.litert_precision == "int8" and isinstance(model, BertMultipleChoice):
+        texts = representative_items(FLAGS.representative_file, FLAGS.representative_examples)
+    elif FLAGS.litert_precision == "int8":
         is_pair = isinstance(model, bert_tf.BertClassifier) and model.is_pair  # pair models calibrate on pairs
         texts = representative_texts(FLAGS.representative_file, FLAGS.representative_examples, is_pair)
     return model.export_litert(FLAGS.litert_export_dir, precision=FLAGS.litert_precision,
