@@ -1,6 +1,7 @@
-"""Atomic file writes: a temporary file beside the target, then a rename over it (through `tf.io.gfile`, so local
-disks and GCS alike). A reader — a model server, a resumed run, a user's script — never sees half a file; the one
-place this rule is written for the library's files (directories of exports have their own, in `bert_tf.export`).
+"""Atomic file writes: a temporary file beside the target, then a rename over it (local disks through plain Python,
+remote paths such as `gs://` through `tf.io.gfile`). A reader — a model server, a resumed run, a user's script —
+never sees half a file; the one place this rule is written for the library's files (directories of exports have
+their own, in `bert_tf.export`).
 
 >>> import os, tempfile
 >>> from bert_tf import atomic
@@ -9,23 +10,33 @@ place this rule is written for the library's files (directories of exports have 
 '{\\n  "a": 2,\\n  "b": 1\\n}\\n'
 """
 
+import functools
 import json
 import os
 import uuid
 
-import tensorflow as tf
+
+def _file_system(path):
+    """(open, rename over, exists, remove) for `path`: plain Python for a local path, `tf.io.gfile` for a URL."""
+    if "://" not in os.fspath(path):
+        return open, os.replace, os.path.exists, os.remove
+    import tensorflow as tf  # only for remote paths: importing TensorFlow costs seconds of start-up
+
+    gfile = tf.io.gfile
+    return gfile.GFile, functools.partial(gfile.rename, overwrite=True), gfile.exists, gfile.remove
 
 
 def write_file(path, data):
-    """Writes `data` (str or bytes) to `path` atomically; returns `path`."""
+    """Writes `data` (str, written as UTF-8, or bytes) to `path` atomically; returns `path`."""
+    open_fn, rename, exists, remove = _file_system(path)
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
+        with open_fn(tmp, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+        rename(tmp, path)
     except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
+        if exists(tmp):
+            remove(tmp)
         raise
     return path
 
