@@ -1,5 +1,6 @@
 """Vocabulary learning (bert_tf.text.vocab_learning, vocab_beam, trainers/build_vocab.py) on real prose."""
 
+import collections
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from bert_tf.training.settings import ConfigError
 from fixtures import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAM = os.path.join(ROOT, "trainers", "build_vocab.py")
 TRAIN_BYTES = 200_000
 VOCAB_SIZE = 2000
 CHINESE = ["我们喜欢自然语言处理。", "今天天气很好，我们去公园。", "语言模型学习词语。"]
@@ -154,8 +156,7 @@ def test_local_and_beam_count_the_same_and_learn_the_same(two_files, tmp_path):
 
 def test_program_counting_in_processes_learns_the_same_vocab(two_files, tmp_path):
     out = tmp_path / "vocab.txt"
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "build_vocab.py"),
-                          f"--input_file={two_files}", f"--output_file={out}", "--vocab_size=1000",
+    run = subprocess.run([sys.executable, PROGRAM, f"--input_file={two_files}", f"--output_file={out}", "--vocab_size=1000",
                           "--num_workers=2"],
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -166,6 +167,55 @@ def test_program_counting_in_processes_learns_the_same_vocab(two_files, tmp_path
     config = vocab_learning.VocabConfig(input_file=two_files, output_file=str(out), vocab_size=1000)
     expected = vocab_learning.learn_vocab(counts, config, log=lambda m: None).tokens
     assert out.read_text(encoding="utf-8").split("\n")[:-1] == expected
+
+
+def _with_bad_lines(text, every):
+    """UTF-8 `text` as bytes, with a Latin-1 line (not UTF-8) after every `every`-th line."""
+    lines = text.encode("utf-8").split(b"\n")
+    return b"\n".join(line + (b"\ncaf\xe9 latin-1" if i % every == every - 1 else b"") for i, line in enumerate(lines))
+
+
+def test_program_imports_no_tensorflow_and_counts_byte_ranges_as_one_process(tmp_path):
+    """TensorFlow costs seconds of start-up and local counting needs none of it. With two workers the one file
+    is cut into byte ranges; counts, stats and skipped lines (by file:line) are those of one process."""
+    with open(datasets.pretraining_corpus_file(), encoding="utf-8") as f:
+        text = f.read(700_000)
+    corpus, out = tmp_path / "corpus.txt", tmp_path / "vocab.txt"
+    corpus.write_bytes(_with_bad_lines(text[:text.rindex("\n") + 1], every=700))
+    run = subprocess.run([sys.executable, "-X", "importtime", PROGRAM, f"--input_file={corpus}",
+                          f"--output_file={out}", "--vocab_size=1000", "--num_workers=2"],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = re.findall(r"^import time: .*\| +(\S+)$", run.stderr, re.MULTILINE)
+    assert "absl.app" in imported and "bert_tf.text.vocab_learning" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "tensorflow_text", "keras")]
+    assert re.search(r"in 2 processes, [2-9] byte ranges", run.stderr)
+    log = []
+    counts, stats = vocab_learning.count_files([str(corpus)], True, num_workers=1, log=log.append)
+    bad = [m for m in log if "not UTF-8" in m]
+    assert len(bad) > 5 and bad == [m for m in run.stderr.split("\n") if "not UTF-8" in m]
+    assert f"counted {corpus}: {stats['lines']} lines, {stats['words']} words (1/1 files" in run.stderr
+    config = vocab_learning.VocabConfig(input_file=str(corpus), output_file=str(out), vocab_size=1000)
+    expected = vocab_learning.learn_vocab(counts, config, log=lambda m: None).tokens
+    assert out.read_text(encoding="utf-8").split("\n")[:-1] == expected
+
+
+def test_byte_ranges_cut_anywhere_count_as_the_whole_file(tmp_path):
+    path = tmp_path / "cut.txt"
+    path.write_bytes(_with_bad_lines("one two\n\nthree, four\nfive\n\nsix seven eight\nnine\n", every=2))
+    size = path.stat().st_size
+    whole_log, cut_log = [], []
+    whole = vocab_learning.count_file(str(path), True, 200, log=whole_log.append)
+    for a in range(size + 1):
+        for b in range(a, size + 1, 3):
+            bounds = [(0, a), (a, b), (b, None)]
+            parts = [vocab_learning.count_range(str(path), True, 200, start, end) for start, end in bounds]
+            cut_log.clear()
+            stats = vocab_learning.report_file(str(path), [report for _, report in parts], log=cut_log.append)
+            assert (sum((c for c, _ in parts), collections.Counter()), stats) == whole, (a, b)
+            assert cut_log == whole_log, (a, b)
+    assert whole_log == [f"{path}:{n}: skipped a line that is not UTF-8 (invalid continuation byte at byte 3)"
+                         for n in (3, 6, 9, 12)]
 
 
 def test_non_utf8_lines_are_skipped_and_reported_by_file_and_line(tmp_path):

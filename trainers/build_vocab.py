@@ -4,9 +4,14 @@ r"""A WordPiece vocab.txt learned from raw text, for `create_pretraining_data.py
       --vocab_size=30522 --do_lower_case --num_unused=99 --min_char_count=2
 
 Words are normalised and split as the tokenizer does (Google's BasicTokenizer rules), counted (in parallel
-processes over files), and given to tensorflow-text's WordPiece learning algorithm (our faster implementation of
-it, same vocabulary). Layout: `[PAD]`, `[unused0..N-1]`, `[UNK] [CLS] [SEP] [MASK]` (ids 100-103 with the
-default 99 unused, as in Google's vocab), characters, pieces. See `bert_tf.text.vocab_learning`.
+processes over byte ranges of the files), and given to tensorflow-text's WordPiece learning algorithm (our faster
+implementation of it, same vocabulary). Layout: `[PAD]`, `[unused0..N-1]`, `[UNK] [CLS] [SEP] [MASK]` (ids 100-103
+with the default 99 unused, as in Google's vocab), characters, pieces. See `bert_tf.text.vocab_learning`.
+
+Without `--runner` the program imports no TensorFlow (its package inits are skipped, see
+`_import_packages_without_init`): it starts in a fraction of a second and forks its counting processes. TensorFlow
+is imported only where needed: remote paths (gs://...), and lines holding one of the few characters whose Unicode
+data differ between Python and TensorFlow's ICU (counted by the tokenizer itself).
 
 With `--runner` the words are counted on Apache Beam (`bert_tf.text.vocab_beam`) and the same vocabulary is
 learned from the counts; every flag this program does not define is passed to Beam as a pipeline option:
@@ -16,9 +21,11 @@ learned from the counts; every flag this program does not define is passed to Be
       --input_file='corpus/*.txt' --output_file=vocab.txt --vocab_size=30522
 """
 
+import importlib.util
 import logging
 import os
 import sys
+import types
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,6 +34,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
+
+def _import_packages_without_init(*names):
+    """Makes the packages `names` importable as bare packages: their submodules import, their __init__.py does
+    not run. The inits of `bert_tf` and `bert_tf.training` import TensorFlow and Keras (~5 s), to register the
+    Keras classes and to offer the trainer; learning a vocabulary needs none of it, and counting forks worker
+    processes only where TensorFlow is not imported. `find_spec` finds the packages wherever `import` would
+    (this checkout, an installed copy, Bazel's runfiles)."""
+    for name in names:
+        if name in sys.modules:  # already imported in full (a test, an embedding program): keep it
+            continue
+        package = types.ModuleType(name)
+        package.__path__ = list(importlib.util.find_spec(name).submodule_search_locations)
+        sys.modules[name] = package
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, package)
+
+
+_import_packages_without_init("bert_tf", "bert_tf.training")
 from bert_tf.text import vocab_learning  # noqa: E402
 from bert_tf.training import settings  # noqa: E402
 

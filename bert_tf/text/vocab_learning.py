@@ -27,25 +27,29 @@ left out of learning (they become `[UNK]`). Lines that are not UTF-8 are skipped
 corpus whose pieces cannot fill `vocab_size` at the lowest threshold `min_token_count` gives a smaller
 vocabulary, reported as such (`LearnedVocab.too_small`).
 
-Counting runs in this process for one file or `num_workers=1`, else in worker processes, one file at a time;
-`bert_tf.text.vocab_beam` counts on Apache Beam with the same code, so both give the same counts and the same
-vocabulary.
+Counting runs in this process for a small corpus or `num_workers=1`, else in worker processes over byte ranges
+of the files (cut at line starts, so one big file is counted in parallel too; each file's stats and skipped
+lines are reported as one process counting it would). This module imports no TensorFlow (the inits of its
+packages do; `trainers/build_vocab.py` skips them): local files are read with plain Python, TensorFlow is
+imported only for remote paths (`tf.io.gfile`) and for the rare lines `word_split` cannot split exactly, and the
+workers are forked in milliseconds where TensorFlow is not imported. `bert_tf.text.vocab_beam`
+counts on Apache Beam with the same code, so both give the same counts and the same vocabulary.
 """
 
 import collections
 import concurrent.futures
 import dataclasses
 import functools
+import glob
 import math
 import multiprocessing
 import os
+import sys
 import time
-
-import tensorflow as tf
 
 from bert_tf import atomic
 from bert_tf.text import word_split
-from bert_tf.text.tokenizer import MAX_CHARS_PER_WORD, BertTokenizer
+from bert_tf.text.word_split import MAX_CHARS_PER_WORD
 from bert_tf.text.wordpiece_learner import WordPieceLearner
 from bert_tf.training.settings import ConfigError, setting
 
@@ -56,8 +60,15 @@ LINES_PER_BATCH = 16384
 MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
 # The learner's result may exceed `vocab_size` this much before its least frequent pieces are dropped.
 SLACK_RATIO = 0.05
-# Below this corpus size counting stays in this process: a worker's start-up (TensorFlow) costs seconds.
-PARALLEL_MIN_BYTES = 64 << 20
+# From this corpus size on, counting runs in worker processes (by default). Forked workers start in milliseconds;
+# they are used where this process has not imported TensorFlow (a fork would copy its runtime threads broken).
+# Spawned workers import bert_tf, and TensorFlow with it: seconds, paid back only on a large corpus.
+FORK_PARALLEL_MIN_BYTES = 1 << 20
+SPAWN_PARALLEL_MIN_BYTES = 64 << 20
+# Workers count byte ranges of the files (cut at line starts), about this many per worker so that they finish
+# together, one big file included; smaller ranges are not cut (each costs its counts' transfer and merge).
+RANGES_PER_WORKER = 2
+MIN_RANGE_BYTES = 256 << 10
 # The smallest vocabulary the tokenizer layer accepts: the special tokens and one piece (tf-text needs one).
 _SPLITTER_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a")
 
@@ -79,9 +90,10 @@ class VocabConfig:
     max_piece_chars: int = setting(50, "Longest piece learned; longer words only contribute their characters.")
     min_token_count: int = setting(2, "Lowest frequency threshold the learner may use: a corpus that cannot "
                                       "fill --vocab_size with pieces seen this often gives a smaller vocab.")
-    num_workers: int | None = setting(None, "Processes counting words, one file at a time (default: the CPUs "
-                                            "available, at most one per file, for a corpus of "
-                                            f"{PARALLEL_MIN_BYTES >> 20} MiB or more; 1 = in this process).")
+    num_workers: int | None = setting(None, "Processes counting words, over byte ranges of the files (default: "
+                                            "the CPUs available, for a corpus of "
+                                            f"{FORK_PARALLEL_MIN_BYTES / 2**20:g} MiB or more; 1 = in this "
+                                            "process).")
 
     def check(self):
         """Raises `ConfigError` for settings that cannot work."""
@@ -114,6 +126,11 @@ class WordCounter:
     The reference that `PythonWordCounter` equals; it counts the lines that one cannot."""
 
     def __init__(self, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD):
+        # Imported here, for the rare lines that need this counter: importing TensorFlow costs seconds.
+        import tensorflow as tf
+
+        from bert_tf.text.tokenizer import BertTokenizer
+
         self._tokenizer = BertTokenizer(list(_SPLITTER_VOCAB), lower_case=do_lower_case)
         # normalize_text puts this character in place of a word over the tokenizer's 200-character limit.
         long_word = self._tokenizer.long_word_placeholder
@@ -126,11 +143,11 @@ class WordCounter:
             unique, _, counts = tf.unique_with_counts(tf.boolean_mask(words, tf.logical_not(too_long)))
             return unique, counts, tf.reduce_sum(tf.cast(too_long, tf.int64))
 
-        self._count = count
+        self._count = lambda lines: count(tf.constant(lines, tf.string))
 
     def add(self, lines, counts, stats):
         """Counts the words of `lines` (valid UTF-8 strings) into `counts` (word -> n); updates `stats`."""
-        unique, n, too_long = self._count(tf.constant(lines, tf.string))
+        unique, n, too_long = self._count(lines)
         words = [w.decode("utf-8") for w in unique.numpy().tolist()]
         n = n.numpy().tolist()
         for w, c in zip(words, n):
@@ -176,43 +193,97 @@ def word_counter(do_lower_case, max_word_chars):
     return PythonWordCounter(do_lower_case, max_word_chars)
 
 
-def _open_local(path):
-    return tf.io.gfile.GFile(path, "rb")
+def _gfile(path):
+    """`tf.io.gfile` for a remote path (gs://...), None for a local one (plain Python reads it)."""
+    if "://" not in path:
+        return None
+    import tensorflow as tf  # only for remote paths: importing TensorFlow costs seconds of start-up
+
+    return tf.io.gfile
 
 
-def count_file(path, do_lower_case, max_word_chars, log=print, open_fn=_open_local):
-    """Word counts of one file -> (Counter word -> n, stats). Non-UTF-8 lines are skipped and logged as
-    `path:line`; an empty file is logged. `open_fn(path)` opens it for binary reading (Beam passes its own)."""
+def _open_binary(path):
+    gfile = _gfile(path)
+    return gfile.GFile(path, "rb") if gfile else open(path, "rb")
+
+
+def _size(path):
+    gfile = _gfile(path)
+    return gfile.stat(path).length if gfile else os.path.getsize(path)
+
+
+@dataclasses.dataclass
+class RangeReport:
+    """What counting a byte range of a file found besides the word counts."""
+
+    stats: collections.Counter  # as `new_stats()`, without `files` / `empty_files` (known per file)
+    num_lines: int  # lines of the range, skipped ones included
+    bad_lines: list  # (line number within the range, reason) of its first MAX_REPORTED_BAD_LINES non-UTF-8 lines
+
+
+def _lines_in_range(f, start, end):
+    """The lines of the binary file `f` that begin at a byte in [start, end) (end None: the file's end), so that
+    ranges cut anywhere give every line to exactly one of them."""
+    if start > 0:
+        f.seek(start - 1)
+        f.readline()  # the rest of the line going on at `start` (only its "\n" if a line begins at `start`)
+    position = f.tell() if end is not None else None
+    for line in f:
+        if end is not None:
+            if position >= end:
+                return
+            position += len(line)
+        yield line
+
+
+def count_range(path, do_lower_case, max_word_chars, start=0, end=None, open_fn=_open_binary):
+    """Word counts of the lines of `path` that begin in bytes [start, end) (end None: to the end of the file) ->
+    (Counter word -> n, `RangeReport`). Non-UTF-8 lines are skipped."""
     counter = word_counter(bool(do_lower_case), int(max_word_chars))
-    counts, stats, batch = collections.Counter(), new_stats(), []
-    stats["files"] = 1
+    counts, report, batch = collections.Counter(), RangeReport(new_stats(), 0, []), []
     with open_fn(path) as f:
-        for line_number, raw in enumerate(f, start=1):
+        for raw in _lines_in_range(f, start, end):
+            report.num_lines += 1
             try:
                 batch.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                stats["skipped_non_utf8_lines"] += 1
-                if stats["skipped_non_utf8_lines"] <= MAX_REPORTED_BAD_LINES:
-                    log(f"{path}:{line_number}: skipped a line that is not UTF-8 ({e.reason} at byte {e.start})")
+                report.stats["skipped_non_utf8_lines"] += 1
+                if len(report.bad_lines) < MAX_REPORTED_BAD_LINES:
+                    report.bad_lines.append((report.num_lines, f"skipped a line that is not UTF-8 ({e.reason} at "
+                                                               f"byte {e.start})"))
                 continue
             if len(batch) == LINES_PER_BATCH:
-                counter.add(batch, counts, stats)
+                counter.add(batch, counts, report.stats)
                 batch = []
     if batch:
-        counter.add(batch, counts, stats)
+        counter.add(batch, counts, report.stats)
+    return counts, report
+
+
+def report_file(path, reports, log=print):
+    """The stats of one file from the `RangeReport`s of its ranges in file order; logs its skipped lines as
+    `path:line` (the first MAX_REPORTED_BAD_LINES, then how many in all) and an empty file."""
+    stats, bad_lines, lines_before = new_stats(), [], 0
+    stats["files"] = 1
+    for report in reports:
+        stats.update(report.stats)
+        bad_lines += [(lines_before + n, reason) for n, reason in report.bad_lines]
+        lines_before += report.num_lines
+    for line_number, reason in bad_lines[:MAX_REPORTED_BAD_LINES]:
+        log(f"{path}:{line_number}: {reason}")
     if stats["skipped_non_utf8_lines"] > MAX_REPORTED_BAD_LINES:
         log(f"{path}: {stats['skipped_non_utf8_lines']} lines in all skipped as not UTF-8")
     if stats["words"] == 0:
         stats["empty_files"] = 1
         log(f"{path}: no words (empty file)")
-    return counts, stats
+    return stats
 
 
-def _count_file_in_worker(path, do_lower_case, max_word_chars):
-    """`count_file` in a worker process: its log lines come back with the counts."""
-    messages = []
-    counts, stats = count_file(path, do_lower_case, max_word_chars, log=messages.append)
-    return dict(counts), stats, messages
+def count_file(path, do_lower_case, max_word_chars, log=print, open_fn=_open_binary):
+    """Word counts of one file -> (Counter word -> n, stats). Non-UTF-8 lines are skipped and logged as
+    `path:line`; an empty file is logged. `open_fn(path)` opens it for binary reading (Beam passes its own)."""
+    counts, report = count_range(path, do_lower_case, max_word_chars, open_fn=open_fn)
+    return counts, report_file(path, [report], log)
 
 
 def expand_input_files(spec):
@@ -220,7 +291,9 @@ def expand_input_files(spec):
     error naming it."""
     files = []
     for pattern in [p.strip() for p in str(spec).split(",") if p.strip()]:
-        matches = sorted(tf.io.gfile.glob(pattern))
+        gfile = _gfile(pattern)
+        # hidden files match too, as in tf.io.gfile.glob
+        matches = sorted(gfile.glob(pattern) if gfile else glob.glob(pattern, include_hidden=True))
         if not matches:
             raise FileNotFoundError(f"--input_file pattern {pattern!r} matches no file")
         files.extend(matches)
@@ -229,32 +302,63 @@ def expand_input_files(spec):
     return files
 
 
-def count_files(files, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD, num_workers=None, log=print):
-    """Word counts of all `files` -> (Counter, stats), counted in parallel processes over files."""
-    if num_workers is None:
-        small = sum(tf.io.gfile.stat(p).length for p in files) < PARALLEL_MIN_BYTES
-        num_workers = 1 if small else len(os.sched_getaffinity(0))
-    num_workers = max(1, min(int(num_workers), len(files)))
-    counts, stats = collections.Counter(), new_stats()
-
-    def merge(i, path, file_counts, file_stats):
-        counts.update(file_counts)
-        stats.update(file_stats)
-        log(f"counted {path}: {file_stats['lines']} lines, {file_stats['words']} words ({i}/{len(files)} files; "
-            f"{len(counts)} distinct words so far)")
-
+def _ranges(sizes, num_workers):
+    """(file index, start, end) byte ranges to count: whole files for one worker, else files cut into about
+    RANGES_PER_WORKER ranges a worker, none under MIN_RANGE_BYTES (end None: to the end of the file)."""
     if num_workers == 1:
-        for i, path in enumerate(files, start=1):
-            merge(i, path, *count_file(path, do_lower_case, max_word_chars, log=log))
-        return counts, stats
-    # spawn: a forked child would inherit this process's TensorFlow runtime threads
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futures = {ex.submit(_count_file_in_worker, p, do_lower_case, max_word_chars): p for p in files}
-        for i, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            file_counts, file_stats, messages = future.result()
-            for m in messages:
-                log(m)
-            merge(i, futures[future], file_counts, file_stats)
+        return [(i, 0, None) for i in range(len(sizes))]
+    range_bytes = max(MIN_RANGE_BYTES, math.ceil(sum(sizes) / (num_workers * RANGES_PER_WORKER)))
+    ranges = []
+    for i, size in enumerate(sizes):
+        n = max(1, round(size / range_bytes))
+        bounds = [size * k // n for k in range(n)] + [None]
+        ranges += [(i, start, end) for start, end in zip(bounds, bounds[1:])]
+    return ranges
+
+
+def _counted_ranges(files, ranges, do_lower_case, max_word_chars, num_workers):
+    """(range index, counts, `RangeReport`) as the ranges are counted: in this process, or in worker processes,
+    forked where this process has not imported TensorFlow (a forked child would inherit its runtime threads
+    broken), else spawned."""
+    if num_workers == 1:
+        for k, (i, start, end) in enumerate(ranges):
+            yield k, *count_range(files[i], do_lower_case, max_word_chars, start, end)
+        return
+    context = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as ex:
+        futures = {ex.submit(count_range, files[i], do_lower_case, max_word_chars, start, end): k
+                   for k, (i, start, end) in enumerate(ranges)}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], *future.result()
+
+
+def count_files(files, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD, num_workers=None, log=print):
+    """Word counts of all `files` -> (Counter, stats), in `num_workers` processes over byte ranges of the files
+    (default: the CPUs, for a corpus of FORK_PARALLEL_MIN_BYTES or more, SPAWN_PARALLEL_MIN_BYTES where this
+    process has imported TensorFlow; else in this process). Each file's stats and skipped lines are reported
+    when its last range is counted, as one process counting it would."""
+    sizes = [_size(p) for p in files]
+    if num_workers is None:
+        min_bytes = SPAWN_PARALLEL_MIN_BYTES if "tensorflow" in sys.modules else FORK_PARALLEL_MIN_BYTES
+        num_workers = len(os.sched_getaffinity(0)) if sum(sizes) >= min_bytes else 1
+    num_workers = max(1, int(num_workers))
+    ranges = _ranges(sizes, num_workers)
+    num_workers = min(num_workers, len(ranges))
+    log(f"counting {len(files)} files ({sum(sizes) / 1e6:.2f} MB) " + (
+        f"in {num_workers} processes, {len(ranges)} byte ranges" if num_workers > 1 else "in this process"))
+    counts, stats = collections.Counter(), new_stats()
+    reports = collections.defaultdict(dict)  # file index -> {range index: RangeReport}
+    ranges_of = collections.Counter(i for i, _, _ in ranges)
+    for k, range_counts, report in _counted_ranges(files, ranges, do_lower_case, max_word_chars, num_workers):
+        counts.update(range_counts)
+        i = ranges[k][0]
+        reports[i][k] = report
+        if len(reports[i]) < ranges_of[i]:
+            continue
+        file_stats = report_file(files[i], [r for _, r in sorted(reports.pop(i).items())], log)
+        stats.update(file_stats)
+        log(f"counted {files[i]}: {file_stats['lines']} lines, {file_stats['words']} words ({stats['files']}/"
+            f"{len(files)} files; {len(counts)} distinct words so far)")
     return counts, stats
 
 
