@@ -133,7 +133,6 @@ def main():
     import keras
     import tensorflow as tf
 
-    import bert_tf
     from bert_tf.export import litert
     from bert_tf.tasks.classification import litert as classifier_litert
     from bert_tf.export import litert_parity
@@ -213,8 +212,8 @@ def main():
           f"{len(dev_texts)} dev tweets; latency: batch 1 over {len(lat_texts)} dev tweets (mean {pieces.mean():.1f}, "
           f"max {pieces.max()} wordpieces with [CLS]/[SEP]), all rows interleaved in one process, "
           f"{os.cpu_count()} CPUs (shared: noisy)")
-    head = (f"| format | size MB | p50 ms 1 thr | p99 ms 1 thr | p50 ms 2 thr | p99 ms 2 thr | accuracy | "
-            f"same class as SavedModel |")
+    head = ("| format | size MB | p50 ms 1 thr | p99 ms 1 thr | p50 ms 2 thr | p99 ms 2 thr | accuracy | "
+            "same class as SavedModel |")
     print(head + "\n|" + "---|" * 8)
     for name, r in rows.items():
         one = r.get("lat_1") or ("-", "-")

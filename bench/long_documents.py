@@ -147,7 +147,7 @@ def main():
         for name in SETTINGS:
             rows.append(run_setting(name, tmp, args, seed, tmp))
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| setting | test accuracy (mean over seeds) | docs/s (predict) | train s | docs past max_windows |")
+    print("\n| setting | test accuracy (mean over seeds) | docs/s (predict) | train s | docs past max_windows |")
     print("|---|---|---|---|---|")
     base = np.mean([r["docs_per_s"] for r in rows if r["setting"] == "truncate"])
     for name in SETTINGS:

@@ -16,7 +16,6 @@ Without --saved_model it exports a toy text classifier whose cost per text resem
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -189,7 +188,6 @@ def main():
                     if batching and c == max(levels):
                         batched_c32 = rows[-1]["items_per_s"]
         rows += in_process(" [after]")
-        del loaded, fn
         inproc_single = max(r["items_per_s"] for r in rows if r["name"].startswith("in-process single"))
         inproc_batched = max(r["items_per_s"] for r in rows if r["name"].startswith("in-process batched"))
         print()

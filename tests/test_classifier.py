@@ -1,7 +1,6 @@
 """BertClassifier: logits equal Hugging Face's BertForSequenceClassification on the real MiniLM weights;
 config round trip; raw-text model; head weights under Google's names."""
 
-import os
 
 import numpy as np
 import pytest

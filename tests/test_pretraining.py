@@ -6,7 +6,6 @@ cross-entropy (Google's weighted MLM loss and NSP loss), TF's checkpoint reader
 MiniLM vocab on DATA's real English corpus.
 """
 
-import os
 import shutil
 
 import numpy as np

@@ -77,7 +77,7 @@ def test_records_parse_with_googles_spec_and_types(made):
 
 def test_packing_and_masking_rules(made, vocab):
     _, rec, _ = made
-    cls_id, sep_id, mask_id = vocab.index("[CLS]"), vocab.index("[SEP]"), vocab.index("[MASK]")
+    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
     ids, seg, w = rec["input_ids"], rec["segment_ids"], rec["masked_lm_weights"]
     pos, lab = rec["masked_lm_positions"], rec["masked_lm_ids"]
     n = rec["input_mask"].sum(1)

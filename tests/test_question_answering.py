@@ -3,7 +3,6 @@
 exact substrings of the original context (accented, CJK); the in-graph answer selection equals
 `bert_tf.tasks.question_answering.data.best_spans` (what --do_predict uses); the .keras round trip. Tiny random encoder: fast."""
 
-import os
 
 import keras
 import numpy as np

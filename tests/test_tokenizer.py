@@ -1,7 +1,6 @@
 """BertTokenizer's word split with offsets (what span QA and tagging need): Google's words, code-point
 offsets into the original text, and wordpieces that concatenate to the tokenizer's own ids."""
 
-import os
 
 import numpy as np
 import tensorflow as tf
