@@ -6,7 +6,8 @@ Speed: the same real sentences (news + Wikipedia, `fixtures.datasets.real_senten
 out, the same batch sizes and threads: ours `BertSentenceEmbedder.embed` (in-graph tokenizer, each batch padded
 to its longest text) against `SentenceTransformer(<MiniLM dir>).encode` (PyTorch, CPU). Both sort by length
 before batching. Each side runs once to warm up, then the best of `--repeats` timed passes; prints sentences/s,
-the ratio and the largest difference of the embeddings.
+the ratio and the largest difference of the embeddings, then each side's share of this CPU's measured matmul peak
+(encoder FLOPs on the real tokens only, `bert_tf.training.flops`).
 
 `--finetune`: Spearman correlation of cosines with the human ratings on the 105 held-out Lee document pairs
 (documents 35-49), before and after fine-tuning ours with the cosine loss on the 595 pairs among documents 0-34
@@ -33,6 +34,7 @@ from absl import app, flags  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from bert_tf.tasks.embedding import BertSentenceEmbedder  # noqa: E402
+from bert_tf.training import flops  # noqa: E402
 from fixtures import datasets, embedding_pairs  # noqa: E402
 
 flags.DEFINE_integer("sentences", 512, "Real sentences embedded per pass.")
@@ -67,6 +69,19 @@ def speed(minilm):
         ref = _best_rate(reference, texts, FLAGS.repeats)
         diff = np.abs(ours.embed(texts, batch_size=batch) - reference(texts)).max()
         print(f"{batch:>5} | {mine:>11.1f} | {ref:>28.1f} | {mine / ref:>4.2f}x | {diff:.1e}", flush=True)
+    _utilisation(ours, theirs, texts, mine, ref)
+
+
+def _utilisation(ours, theirs, texts, mine, ref):
+    """Both sides' (last batch size) share of this CPU's measured matmul peak, counting only the encoder's FLOPs on
+    the real tokens (no padding): what bounds any speed-up at the same arithmetic."""
+    lengths = np.asarray(theirs.preprocess(texts)["attention_mask"]).sum(1)
+    per_sentence = np.mean([flops.bert_encoder_forward_flops(ours.encoder.config, int(n)) for n in lengths])
+    peak = flops.measure_peak_flops()
+    print(f"encoder FLOPs on real tokens: {per_sentence / 1e9:.3f} GFLOP/sentence (mean {lengths.mean():.1f} "
+          f"tokens); this CPU's measured matmul peak {peak / 1e9:.1f} GFLOP/s: ours {mine * per_sentence / peak:.0%}, "
+          f"sentence-transformers {ref * per_sentence / peak:.0%} of it (2x sentence-transformers would need "
+          f"{2 * ref * per_sentence / peak:.0%})", flush=True)
 
 
 def _finetune(*args):

@@ -22,11 +22,18 @@ import time
 import tensorflow as tf
 
 
+def bert_encoder_forward_flops(config, seq_length):
+    """FLOPs of the encoder's layers over one sequence of `seq_length` tokens, forward only (matmuls, as above;
+    no pooler): what inference (embeddings, classification) needs at least, without padding."""
+    s, h, i = seq_length, config.hidden_size, config.intermediate_size
+    per_layer = 4 * s * h * h + 2 * s * s * h + 2 * s * h * i  # q, k, v, out; scores + context; ffn in + out
+    return 2 * config.num_hidden_layers * per_layer
+
+
 def bert_training_flops_per_example(config, seq_length, num_predictions, next_sentence=True):
     """FLOPs of one training example (forward + backward) of `BertPretrainer` (see the module docstring)."""
-    s, h, i, v = seq_length, config.hidden_size, config.intermediate_size, config.vocab_size
-    per_layer = 4 * s * h * h + 2 * s * s * h + 2 * s * h * i  # q, k, v, out; scores + context; ffn in + out
-    forward_macs = config.num_hidden_layers * per_layer + h * h  # + pooler
+    h, v = config.hidden_size, config.vocab_size
+    forward_macs = bert_encoder_forward_flops(config, seq_length) // 2 + h * h  # + pooler
     forward_macs += num_predictions * (h * h + h * v)  # MLM transform + tied output projection
     if next_sentence:
         forward_macs += 2 * h
