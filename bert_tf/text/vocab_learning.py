@@ -62,8 +62,11 @@ MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted
 SLACK_RATIO = 0.05
 # From this corpus size on, counting runs in worker processes (by default). Forked workers start in milliseconds;
 # they are used where this process has not imported TensorFlow (a fork would copy its runtime threads broken).
+# Measured on 2 idle cores (English prose, one file): 1 process / 2 forked workers 15 / 17 ms at 128 KiB,
+# 34 / 29-32 ms at 256 KiB, 68 / 48 ms at 512 KiB, 140 / 94 ms at 1 MiB. (While other work held both cores,
+# 2 workers were ~20% slower than 1 at every size: together they got no more CPU time than one process.)
 # Spawned workers import bert_tf, and TensorFlow with it: seconds, paid back only on a large corpus.
-FORK_PARALLEL_MIN_BYTES = 1 << 20
+FORK_PARALLEL_MIN_BYTES = 512 << 10
 SPAWN_PARALLEL_MIN_BYTES = 64 << 20
 # Workers count byte ranges of the files (cut at line starts), about this many per worker so that they finish
 # together, one big file included; smaller ranges are not cut (each costs its counts' transfer and merge).
