@@ -319,15 +319,20 @@ def _ranges(sizes, num_workers):
     return ranges
 
 
+def _can_fork():
+    """Whether worker processes may be forked: not once TensorFlow is imported (a forked child would inherit its
+    runtime threads broken); they are spawned then."""
+    return "tensorflow" not in sys.modules
+
+
 def _counted_ranges(files, ranges, do_lower_case, max_word_chars, num_workers):
-    """(range index, counts, `RangeReport`) as the ranges are counted: in this process, or in worker processes,
-    forked where this process has not imported TensorFlow (a forked child would inherit its runtime threads
-    broken), else spawned."""
+    """(range index, counts, `RangeReport`) as the ranges are counted: in this process, or in worker processes
+    (forked, or spawned once TensorFlow is imported)."""
     if num_workers == 1:
         for k, (i, start, end) in enumerate(ranges):
             yield k, *count_range(files[i], do_lower_case, max_word_chars, start, end)
         return
-    context = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+    context = multiprocessing.get_context("fork" if _can_fork() else "spawn")
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as ex:
         futures = {ex.submit(count_range, files[i], do_lower_case, max_word_chars, start, end): k
                    for k, (i, start, end) in enumerate(ranges)}
@@ -342,7 +347,7 @@ def count_files(files, do_lower_case, max_word_chars=MAX_CHARS_PER_WORD, num_wor
     when its last range is counted, as one process counting it would."""
     sizes = [_size(p) for p in files]
     if num_workers is None:
-        min_bytes = SPAWN_PARALLEL_MIN_BYTES if "tensorflow" in sys.modules else FORK_PARALLEL_MIN_BYTES
+        min_bytes = FORK_PARALLEL_MIN_BYTES if _can_fork() else SPAWN_PARALLEL_MIN_BYTES
         num_workers = len(os.sched_getaffinity(0)) if sum(sizes) >= min_bytes else 1
     num_workers = max(1, int(num_workers))
     ranges = _ranges(sizes, num_workers)
