@@ -61,27 +61,24 @@ def speed(minilm):
     texts = datasets.real_sentences(FLAGS.sentences)
     ours = BertSentenceEmbedder.from_pretrained(minilm)
     theirs = SentenceTransformer(minilm, device="cpu")
-    print(f"{len(texts)} real sentences, {FLAGS.threads} threads each side, best of {FLAGS.repeats}")
-    print(f"{'batch':>5} | {'ours sent/s':>11} | {'sentence-transformers sent/s':>28} | {'ratio':>5} | max |diff|")
+    # Only the encoder's FLOPs on the real tokens count (no padding): a share of the measured matmul peak that
+    # bounds any speed-up at the same arithmetic.
+    lengths = np.asarray(theirs.preprocess(texts)["attention_mask"]).sum(1)
+    per_sentence = np.mean([flops.bert_encoder_forward_flops(ours.encoder.config, int(n)) for n in lengths])
+    peak = flops.measure_peak_flops()
+    print(f"{len(texts)} real sentences ({lengths.mean():.1f} tokens on average, {per_sentence / 1e9:.3f} encoder "
+          f"GFLOP each), {FLAGS.threads} threads each side, best of {FLAGS.repeats}; this CPU's measured matmul "
+          f"peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'batch':>5} | {'ours sent/s':>11} | {'sentence-transformers sent/s':>28} | {'ratio':>5} | max |diff| | "
+          f"share of peak: ours, sentence-transformers, 2x sentence-transformers")
     for batch in [int(b) for b in FLAGS.batch_sizes]:
         mine = _best_rate(lambda t: ours.embed(t, batch_size=batch), texts, FLAGS.repeats)
         reference = lambda t: theirs.encode(t, batch_size=batch, show_progress_bar=False)  # noqa: E731
         ref = _best_rate(reference, texts, FLAGS.repeats)
         diff = np.abs(ours.embed(texts, batch_size=batch) - reference(texts)).max()
-        print(f"{batch:>5} | {mine:>11.1f} | {ref:>28.1f} | {mine / ref:>4.2f}x | {diff:.1e}", flush=True)
-    _utilisation(ours, theirs, texts, mine, ref)
-
-
-def _utilisation(ours, theirs, texts, mine, ref):
-    """Both sides' (last batch size) share of this CPU's measured matmul peak, counting only the encoder's FLOPs on
-    the real tokens (no padding): what bounds any speed-up at the same arithmetic."""
-    lengths = np.asarray(theirs.preprocess(texts)["attention_mask"]).sum(1)
-    per_sentence = np.mean([flops.bert_encoder_forward_flops(ours.encoder.config, int(n)) for n in lengths])
-    peak = flops.measure_peak_flops()
-    print(f"encoder FLOPs on real tokens: {per_sentence / 1e9:.3f} GFLOP/sentence (mean {lengths.mean():.1f} "
-          f"tokens); this CPU's measured matmul peak {peak / 1e9:.1f} GFLOP/s: ours {mine * per_sentence / peak:.0%}, "
-          f"sentence-transformers {ref * per_sentence / peak:.0%} of it (2x sentence-transformers would need "
-          f"{2 * ref * per_sentence / peak:.0%})", flush=True)
+        share = [rate * per_sentence / peak for rate in (mine, ref, 2 * ref)]
+        print(f"{batch:>5} | {mine:>11.1f} | {ref:>28.1f} | {mine / ref:>4.2f}x | {diff:.1e}    | "
+              + ", ".join(f"{x:.0%}" for x in share), flush=True)
 
 
 def _finetune(*args):
