@@ -18,6 +18,11 @@ difference is the vocabulary alone; Hugging Face's vocabulary is also applied wi
 reference. Speed ratio printed as Hugging Face seconds / ours (>= 1: ours is at least as fast).
 
     .venv/bin/python bench/build_vocab.py [--vocab_size 8000] [--num_files 2] [--held_out_fraction 0.1]
+    .venv/bin/python bench/build_vocab.py --run_beam=false --corpus_copies=25   # ~49 MB of input
+
+--corpus_copies=K writes the training documents K times into each file: K times the bytes to read and count,
+but the same distinct words (a real corpus of that size has more), so it measures how both sides scale in
+reading and counting, not in learning. The fixed costs (start-up, learning from the counts) dominate at K=1.
 
 Wall-clock figures are noisy when other work shares the cores.
 """
@@ -41,6 +46,8 @@ flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size for every learner.")
 flags.DEFINE_integer("num_files", 2, "Training files the corpus is split over.")
 flags.DEFINE_float("held_out_fraction", 0.1, "Share of the documents held out for the [UNK] / pieces figures.")
 flags.DEFINE_bool("run_beam", True, "Also run ours on Beam (FnApiRunner, 2 worker processes).")
+flags.DEFINE_integer("corpus_copies", 1, "Times the training documents are written into the training files "
+                     "(repeated text: more bytes to count, the same distinct words).")
 flags.DEFINE_string("work_dir", None, "Where the corpus and the vocabularies go (default: a temporary dir).")
 
 HF_TRAIN = """
@@ -54,8 +61,9 @@ tok.save_model(out)
 """
 
 
-def split_corpus(directory, num_files, held_out_fraction):
-    """The real corpus -> (training files, held-out lines), split at document boundaries."""
+def split_corpus(directory, num_files, held_out_fraction, copies=1):
+    """The real corpus -> (training files, held-out lines), split at document boundaries; each training file
+    holds its documents `copies` times."""
     from fixtures import datasets
 
     with open(datasets.pretraining_corpus_file(), encoding="utf-8") as f:
@@ -64,7 +72,7 @@ def split_corpus(directory, num_files, held_out_fraction):
     paths = [os.path.join(directory, f"train-{i}.txt") for i in range(num_files)]
     for i, path in enumerate(paths):
         with open(path, "w", encoding="utf-8") as f:
-            f.write("".join(d + "\n\n" for d in documents[i:cut:num_files]))
+            f.write("".join(d + "\n\n" for d in documents[i:cut:num_files]) * copies)
     held_out = [line for d in documents[cut:] for line in d.split("\n") if line.strip()]
     return paths, held_out
 
@@ -136,9 +144,10 @@ def main(argv):
     del argv
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_vocab_")
     os.makedirs(work, exist_ok=True)
-    files, held_out = split_corpus(work, FLAGS.num_files, FLAGS.held_out_fraction)
+    files, held_out = split_corpus(work, FLAGS.num_files, FLAGS.held_out_fraction, FLAGS.corpus_copies)
     size_mb = sum(os.path.getsize(p) for p in files) / 1e6
-    print(f"corpus: {size_mb:.2f} MB in {len(files)} files; held out: {len(held_out)} lines; "
+    copies = f" ({FLAGS.corpus_copies} copies of the training documents)" if FLAGS.corpus_copies > 1 else ""
+    print(f"corpus: {size_mb:.2f} MB in {len(files)} files{copies}; held out: {len(held_out)} lines; "
           f"vocab_size {FLAGS.vocab_size}; {os.cpu_count()} CPUs", flush=True)
     program = [sys.executable, os.path.join(ROOT, "trainers", "build_vocab.py"), f"--input_file={','.join(files)}",
                f"--vocab_size={FLAGS.vocab_size}", "--do_lower_case"]
