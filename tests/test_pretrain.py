@@ -177,6 +177,8 @@ def test_mlm_only_packed_text_to_a_time_budget(work, minilm_vocab, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "time budget of 8 s used" in r.stdout and "nsp_accuracy" not in r.stdout, r.stdout[-2000:]
     assert "matmul peak" in r.stdout and "% |" in r.stdout.split("MFU ", 2)[-1][:12], r.stdout[-2000:]
+    etas = [line.rsplit("ETA ", 1)[1] for line in r.stdout.splitlines() if "| ETA " in line]
+    assert etas and all("day" not in eta and eta <= "0:00:08" for eta in etas), etas  # the budget's, not 100000 steps'
     step = _steps(model_dir)[-1]
     assert 2 <= step < 100000, r.stdout[-2000:]
     last_lr = float(r.stdout.rsplit("lr ", 1)[1].split()[0].rstrip(","))

@@ -52,6 +52,13 @@ def test_progress_line_and_scalars():
     logs = meter.report(out, 5, 5, 1.0, tf.constant(1e-3), loss_scale=tf.constant(32768.0))
     assert "examples/s" not in lines[-1] and "| loss_scale 32768 |" in lines[-1]
     assert logs["loss_scale"] == 32768.0
+    # under a time budget num_train_steps is a far cap: the ETA is the budget's time left when that is sooner
+    meter = progress.ProgressMeter(10 ** 8, 64, lambda *a: None, lines.append, seconds_left=lambda: 95.0)
+    meter.report(out, step=20, steps_done=20, seconds=2.0, learning_rate=9e-5)
+    assert lines[-1].endswith("| ETA 0:01:35"), lines[-1]
+    meter = progress.ProgressMeter(100, 64, lambda *a: None, lines.append, seconds_left=lambda: 95.0)
+    meter.report(out, step=20, steps_done=20, seconds=2.0, learning_rate=9e-5)
+    assert lines[-1].endswith("| ETA 0:00:08"), lines[-1]
 
 
 def test_summary_writers_write_scalars_on_the_chief_only(tmp_path):

@@ -222,7 +222,8 @@ class Trainer:
         examples = (self.global_batch_size * self.gradient_accumulation_steps
                     if self.global_batch_size else None)
         meter = progress.ProgressMeter(self.num_train_steps, examples, self.write_summaries, self._log,
-                                       self.flops_per_example, self.peak_flops)
+                                       self.flops_per_example, self.peak_flops,
+                                       self.time_budget.remaining_seconds if self.time_budget else None)
         self._preemption.handle_sigterm = self.handle_sigterm
         try:
             with self._preemption:

@@ -103,12 +103,17 @@ class ProgressMeter:
       flops_per_example, peak_flops: with both, the line and the summaries show
         model FLOPs utilisation, ``examples/s * flops_per_example / peak_flops``
         (see :mod:`bert_tf.training.flops`).
+      seconds_left: ``fn() -> seconds`` to a wall-clock deadline (a time budget): the
+        ETA is the sooner of it and the steps left at the measured rate (with a time
+        budget, ``num_train_steps`` is only a cap, often far away).
     """
 
     def __init__(self, num_train_steps: int, examples_per_step: int | None,
                  write_summaries: Callable, log: Callable[[str], None],
-                 flops_per_example: float | None = None, peak_flops: float | None = None):
+                 flops_per_example: float | None = None, peak_flops: float | None = None,
+                 seconds_left: Callable[[], float] | None = None):
         self.num_train_steps = num_train_steps
+        self.seconds_left = seconds_left
         self.examples_per_step = examples_per_step
         self.flops_per_example, self.peak_flops = flops_per_example, peak_flops
         self._write_summaries = write_summaries
@@ -150,7 +155,8 @@ class ProgressMeter:
         else:
             start_step, start_time = self._rate_start
             rate = (step - start_step) / max(time.time() - start_time, 1e-9)
-        return (self.num_train_steps - step) / rate if rate > 0 else float("inf")
+        by_steps = (self.num_train_steps - step) / rate if rate > 0 else float("inf")
+        return by_steps if self.seconds_left is None else min(by_steps, self.seconds_left())
 
     def line(self, step: int, logs: dict, metrics: dict, eta: float) -> str:
         """``step i/N | loss .. | <metrics> | lr .. | grad_norm .. | .. | ETA ..``."""
