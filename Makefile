@@ -72,7 +72,7 @@ model-garden-reference: setup setup-mg data
 
 # Test modules run in TEST_WORKERS processes (pytest-xdist), a module's tests together in one (they share its
 # fixtures): on 2 cores the suite's single-threaded parts (program start-up, tracing, saving) overlap the other
-# process's compute, 1,360 s instead of 1,900-2,060 s. TEST_WORKERS=0 runs it in this one process.
+# process's compute: 1,360-1,470 s instead of 1,900-2,060 s. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
 test: setup setup-tf212 data model-garden-reference
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
