@@ -99,6 +99,9 @@ def parse_args():
     a("--cpt_seq", type=int, default=64)
     a("--cpt_batch", type=int, default=32)
     a("--cpt_lr", type=float, default=1e-4)
+    a("--cpt_head_seconds", type=float, default=0.0,
+      help="of --cpt_seconds, first train the random MLM head alone (encoder frozen) for this long")
+    a("--cpt_head_lr", type=float, default=1e-3, help="learning rate of that head-only phase")
     a("--minilm_ft_train", type=int, default=1000)
     a("--minilm_ft_epochs", type=float, default=1.0)
     a("--minilm_ft_lr", type=float, default=1e-4)
@@ -440,7 +443,17 @@ def section_continued(args, tweets, peak, work):
                              vocab_file=pretrained.vocab_file, do_lower_case=pretrained.lower_case, nsp=False,
                              seed=args.pretrain_seed)
     per_example = flops.bert_training_flops_per_example(pretrained.config, args.cpt_seq, preds, False)
-    cost = train_to_budget(model, ds, args.cpt_seconds, args.cpt_lr, 20, per_example, peak, args.cpt_batch, work)
+    if args.cpt_head_seconds:
+        # The MLM transform starts random; its first gradients (norm 5-6) would move the encoder. Fit it first.
+        model.encoder.trainable = False
+        head = train_to_budget(model, ds, args.cpt_head_seconds, args.cpt_head_lr, 20, per_example, peak,
+                               args.cpt_batch, work)
+        model.encoder.trainable = True
+        print(f"  head only (encoder frozen) for {args.cpt_head_seconds:.0f} s at lr {args.cpt_head_lr:g}: "
+              f"{head['steps']} steps, training MLM accuracy (last 10 steps) {head['train_mlm_accuracy']:.3f}",
+              flush=True)
+    cost = train_to_budget(model, ds, args.cpt_seconds - args.cpt_head_seconds, args.cpt_lr, 20, per_example, peak,
+                           args.cpt_batch, work)
     cost["flops_per_example"] = per_example
     adapted = bert_tf.save_pretrained(model.encoder, os.path.join(work, "minilm_tweets"), pretrained.vocab_file,
                                       lower_case=pretrained.lower_case)

@@ -187,3 +187,23 @@ def test_mlm_only_packed_text_to_a_time_budget(work, minilm_vocab, tmp_path):
     assert "cls/predictions/output_bias" in names and "cls/seq_relationship/output_weights" not in names
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert again.returncode == 0 and _steps(model_dir)[-1] == step, again.stdout[-2000:]
+
+
+def test_head_warmup_for_a_checkpoint_without_heads(work, minilm_vocab, tmp_path):
+    """A checkpoint with the encoder only: a warning names the random heads; --head_warmup_steps trains them alone
+    first (in model_dir/head_warmup), then the whole model; a rerun does not warm up again."""
+    headless = str(tmp_path / "headless" / "bert_model.ckpt")
+    bert_tf.save_tf1_checkpoint(bert_tf.from_pretrained(work["google"]).encoder, headless, vocab_file=minilm_vocab)
+    plain = subprocess.run(_cmd(str(tmp_path / "plain"), f"--init_checkpoint={headless}", steps=2, work=work,
+                                vocab=minilm_vocab), capture_output=True, text=True, env=_env(), timeout=600)
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    assert "has no cls/predictions/transform/dense/kernel" in plain.stderr and "--head_warmup_steps" in plain.stderr
+    model_dir = str(tmp_path / "run")
+    cmd = _cmd(model_dir, f"--init_checkpoint={headless}", "--head_warmup_steps=4", steps=4, work=work,
+               vocab=minilm_vocab)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "head warm-up done at step 4" in r.stdout and "has no cls/" not in r.stderr, r.stdout[-2000:]
+    assert _steps(os.path.join(model_dir, "head_warmup"))[-1] == 4 and _steps(model_dir)[-1] == 4
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert again.returncode == 0 and "head warm-up" not in again.stdout, again.stdout[-2000:]

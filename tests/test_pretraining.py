@@ -231,3 +231,31 @@ def test_pretraining_on_real_text_beats_unigram_baseline(minilm_vocab, tmp_path)
 
 
 STEPS, LR, BATCH, MARGIN = 1000, 2e-3, 32, 0.3
+
+
+def test_head_warmup_trains_the_heads_alone_then_unfreezes(tmp_path):
+    from bert_tf.pretraining.head_warmup import missing_heads, warm_up_heads
+    from bert_tf.pretraining.pretrainer import compute_loss
+    from bert_tf.training.optimization import create_optimizer
+
+    model = BertPretrainer(BertEncoder(_tiny(100)))
+    x = _inputs(100, batch=4)
+    model(x)
+    assert missing_heads(model, []) == list(model.head_weights())
+    assert missing_heads(model, HEAD_NAMES[:2]) == [n for n in model.head_weights() if n not in HEAD_NAMES[:2]]
+    batch = dict(x, masked_lm_ids=np.full((4, P), 7, "int32"), masked_lm_weights=np.ones((4, P), "float32"),
+                 next_sentence_labels=np.zeros((4, 1), "int32"))
+    ds = tf.data.Dataset.from_tensors(batch).repeat()
+    encoder_before = [v.numpy().copy() for v in model.encoder.weights]
+    heads_before = model.head_weights()
+    result = warm_up_heads(model, create_optimizer("adamw", 1e-2, 6, 1, bias_correction=True), compute_loss,
+                           str(tmp_path / "warmup"), 6, train_dataset=ds, steps_per_loop=3,
+                           save_checkpoints_steps=3, print_fn=lambda s: None)
+    assert result.global_step == 6 and tf.train.latest_checkpoint(str(tmp_path / "warmup")).endswith("ckpt-6")
+    for before, v in zip(encoder_before, model.encoder.weights):  # the tied word embeddings included
+        np.testing.assert_array_equal(v.numpy(), before, err_msg=v.path)
+    for name, value in model.head_weights().items():
+        assert not np.allclose(value, heads_before[name]), name
+    assert model.encoder.trainable and len(model.trainable_variables) > len(model.head_weights())
+    with pytest.raises(ValueError, match="positive"):
+        warm_up_heads(model, None, compute_loss, str(tmp_path / "none"), 0, train_dataset=ds)

@@ -9,7 +9,9 @@ r"""BERT pretraining (masked LM + next sentence) with the shared Trainer.
 
 Continue from a published checkpoint with `--init_checkpoint=<dir or
 bert_model.ckpt prefix>` (Google, Hugging Face or bert_tf format; the MLM/NSP
-heads are loaded when the checkpoint has them). Rerunning the same command
+heads are loaded when the checkpoint has them; without them, as in
+sentence-transformers models, `--head_warmup_steps=N` first trains the random
+heads alone, the encoder frozen). Rerunning the same command
 resumes from the newest `ckpt-<step>` in `--model_dir` (step, optimizer state,
 input position). SIGTERM writes a checkpoint and exits 0; a NaN/Inf loss stops
 with an error and keeps the last good checkpoint. At the end the encoder and
@@ -113,6 +115,14 @@ flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (LayerNorm and 
 flags.DEFINE_bool("adam_bias_correction", False,
                   "AdamW with Adam's bias correction. Off = Google's AdamWeightDecay, made for 10k warmup "
                   "steps; turn it on for short runs, where the uncorrected second moment inflates early updates.")
+flags.DEFINE_integer("head_warmup_steps", 0,
+                     "Before pretraining, train only the MLM (and NSP) heads for this many steps, the encoder frozen "
+                     "(in <model_dir>/head_warmup; not counted in --num_train_steps or --train_time_budget). For "
+                     "--init_checkpoint without pretraining heads (sentence-transformers models, fine-tuned "
+                     "checkpoints), whose random heads otherwise disturb the encoder: see the README.")
+flags.DEFINE_float("head_warmup_learning_rate", 1e-3,
+                   "Peak learning rate of --head_warmup_steps (AdamW with bias correction, 10% linear warmup, "
+                   "linear decay).")
 
 
 def build_model(strategy):
@@ -122,6 +132,7 @@ def build_model(strategy):
     import bert_tf
     from bert_tf.training.optimization import create_optimizer
     from bert_tf.training.time_budget import TimeBudget
+    from bert_tf.pretraining.head_warmup import missing_heads
     from bert_tf.pretraining.pretrainer import BertPretrainer
 
     vocab_file, lower_case, extra = FLAGS.vocab_file, FLAGS.do_lower_case, {}
@@ -149,9 +160,14 @@ def build_model(strategy):
         model({"input_word_ids": np.zeros((1, L), "int32"), "input_mask": np.ones((1, L), "int32"),
                "input_type_ids": np.zeros((1, L), "int32"),
                "masked_lm_positions": np.zeros((1, P), "int32")})
-        if extra:
+        if FLAGS.init_checkpoint:
             loaded = model.load_head_weights(extra, source=FLAGS.init_checkpoint)
             logging.info("loaded pretraining heads from %s: %s", FLAGS.init_checkpoint, loaded)
+            missing = missing_heads(model, loaded)
+            if missing and not FLAGS.head_warmup_steps:
+                logging.warning("%s has no %s: these start random and their first updates disturb the pretrained "
+                                "encoder; --head_warmup_steps (e.g. 100) trains them alone first",
+                                FLAGS.init_checkpoint, ", ".join(missing))
         budget = TimeBudget(FLAGS.train_time_budget) if FLAGS.train_time_budget else None
         optimizer = create_optimizer(FLAGS.optimizer, FLAGS.learning_rate, FLAGS.num_train_steps,
                                      FLAGS.num_warmup_steps, weight_decay=FLAGS.weight_decay,
@@ -226,9 +242,32 @@ def export(model, config, vocab_file, lower_case, model_dir):
     return out, tf1
 
 
+def warm_up(model, strategy, dataset_fn, raw_text):
+    """--head_warmup_steps: the heads alone, the encoder frozen, before the main run (which, once it has a
+    checkpoint, skips this). SIGTERM checkpoints and exits 0 here as in the main run."""
+    from bert_tf.pretraining.head_warmup import warm_up_heads
+    from bert_tf.pretraining.pretrainer import compute_loss
+    from bert_tf.training.optimization import create_optimizer
+
+    steps = FLAGS.head_warmup_steps
+    with strategy.scope():
+        optimizer = create_optimizer(FLAGS.optimizer, FLAGS.head_warmup_learning_rate, steps, steps // 10,
+                                     weight_decay=FLAGS.weight_decay, bias_correction=True)
+    print(f"head warm-up: {steps} steps of the pretraining heads alone (encoder frozen), lr "
+          f"{FLAGS.head_warmup_learning_rate:g}", flush=True)
+    result = warm_up_heads(model, optimizer, compute_loss, os.path.join(FLAGS.model_dir, "head_warmup"), steps,
+                           train_dataset_fn=dataset_fn, strategy=strategy, steps_per_loop=FLAGS.steps_per_loop,
+                           save_checkpoints_steps=FLAGS.save_checkpoints_steps, keep_checkpoint_max=1,
+                           global_batch_size=FLAGS.train_batch_size, checkpoint_dataset_iterator=not raw_text)
+    accuracy = result.metrics.get("mlm_accuracy", float("nan"))
+    print(f"head warm-up done at step {result.global_step}: mlm_accuracy {accuracy:.4f}; now the whole model",
+          flush=True)
+
+
 def main(argv):
     del argv
     import keras
+    import tensorflow as tf
 
     from bert_tf.training import distribute
     from bert_tf.pretraining.pretrainer import compute_loss, pretraining_dataset
@@ -264,6 +303,8 @@ def main(argv):
             input_context=ctx, nsp=FLAGS.nsp, word_segmenter=FLAGS.word_segmenter)
 
     flops, peak = mfu_inputs(config, strategy)
+    if FLAGS.head_warmup_steps and not tf.train.latest_checkpoint(FLAGS.model_dir):
+        warm_up(model, strategy, dataset_fn, raw_text)
     trainer = Trainer(
         model, optimizer, compute_loss, strategy=strategy, model_dir=FLAGS.model_dir,
         num_train_steps=FLAGS.num_train_steps, steps_per_loop=FLAGS.steps_per_loop,
