@@ -86,18 +86,12 @@ def train_ours(model, batches, spec, total):
 
 
 def train_hf(model, batches, spec, total):
-    optimizer, schedule = hf_reference.optimizer_and_schedule(model, spec.lr, total, eps=1e-8)
-    model.train() if spec.dropout else model.eval()
-    losses = []
-    for x, y in batches:
-        loss = model(**{k: torch.tensor(v) for k, v in x.items()}, labels=torch.tensor(y)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(float(loss.detach()))
-    return losses
+    def batches_fn(epoch):
+        return ({**{k: torch.tensor(v) for k, v in x.items()}, "labels": torch.tensor(y)} for x, y in batches)
+
+    _, stats = hf_reference.train_loop(model, batches_fn, len(batches), spec.lr, eps=1e-8, dropout=spec.dropout,
+                                       total_steps=total)
+    return stats["losses"]
 
 
 def probabilities(ours, hf, tok, texts, seq):

@@ -25,12 +25,12 @@ def optimizer_and_schedule(model, learning_rate, steps, warmup_proportion=0.1, w
     return optimizer, schedule
 
 
-def train_loop(model, batches_fn, steps, learning_rate, eps=1e-8):
-    """Trains `model` on `batches_fn(epoch)` (yielding keyword dicts with labels) for `steps` steps.
-    Returns (model in eval mode, {"examples_per_s", "examples_per_s_after_10" (steps 11 on), "seconds",
-    "final_loss"})."""
-    optimizer, schedule = optimizer_and_schedule(model, learning_rate, steps, eps=eps)
-    model.train()
+def train_loop(model, batches_fn, steps, learning_rate, eps=1e-8, dropout=True, total_steps=None):
+    """Trains `model` on `batches_fn(epoch)` (yielding keyword dicts with labels) for `steps` steps (the schedule
+    spans `total_steps`, default `steps`; `dropout=False` trains in eval mode). Returns (model in eval mode,
+    {"examples_per_s", "examples_per_s_after_10" (steps 11 on), "seconds", "final_loss", "losses"})."""
+    optimizer, schedule = optimizer_and_schedule(model, learning_rate, total_steps or steps, eps=eps)
+    model.train(dropout)
     step, epoch, examples, losses = 0, 0, 0, []
     t0, t10, examples10 = time.time(), None, 0
     while step < steps:
@@ -52,7 +52,7 @@ def train_loop(model, batches_fn, steps, learning_rate, eps=1e-8):
     seconds = time.time() - t0
     after_10 = (examples - examples10) / (time.time() - t10) if t10 and step > 10 else 0.0
     return model.eval(), {"examples_per_s": examples / seconds, "examples_per_s_after_10": after_10,
-                          "seconds": seconds, "final_loss": float(np.mean(losses[-20:]))}
+                          "seconds": seconds, "final_loss": float(np.mean(losses[-20:])), "losses": losses}
 
 
 def shuffled(n, seed, epoch, batch_size):
