@@ -4,8 +4,9 @@ Sentence-transformers models and most fine-tuned checkpoints carry the encoder o
 (`trainers/pretrain.py --init_checkpoint=...`) starts the MLM transform (dense + LayerNorm) and output bias random.
 Their first gradients are large (global norm 5-6 on MiniLM-L6-H384) and flow into the pretrained encoder before the
 head predicts anything. Measured by `bench/pretrain_transfer.py --sections 3` (MiniLM + MLM on in-domain tweets for
-240 s, then fine-tuned on the tweets): without a warm-up the adapted model fine-tuned worse than MiniLM directly; with
-the first 60 s spent on the heads alone, better (the README's "Does pretraining pay?" has the figures).
+240 s, then fine-tuned on the tweets): without a warm-up the adapted model fine-tuned 4.4 points worse than MiniLM
+directly; with the first 60 s spent on the heads alone, 1.0 point better on average, within the seed spread (the
+README's "Does pretraining pay?" has the figures).
 
 :func:`warm_up_heads` runs the shared `Trainer` with the encoder frozen (its own `model_dir`, so a killed warm-up
 resumes there and a finished one is not redone); :func:`missing_heads` says which heads a checkpoint lacked.
