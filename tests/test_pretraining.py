@@ -259,3 +259,46 @@ def test_head_warmup_trains_the_heads_alone_then_unfreezes(tmp_path):
     assert model.encoder.trainable and len(model.trainable_variables) > len(model.head_weights())
     with pytest.raises(ValueError, match="positive"):
         warm_up_heads(model, None, compute_loss, str(tmp_path / "none"), 0, train_dataset=ds)
+
+
+def test_mixed_bfloat16_pretrainer_matches_float32_and_trains():
+    """`pretrain.py --mixed_precision=mixed_bfloat16` (1.4x the float32 step on an AVX512-BF16 CPU,
+    bench/pretrain.py): the same weights give the float32 losses to bfloat16's rounding, the logits and
+    gradients are float32, and a few AdamW steps lower the loss as in float32."""
+    import keras
+
+    cfg = _tiny(100)
+    x = _inputs(100)
+    labels = {"masked_lm_ids": np.random.RandomState(1).randint(5, 100, (3, P)),
+              "masked_lm_weights": np.ones((3, P), "float32"), "next_sentence_labels": np.array([[0], [1], [0]])}
+    ref = BertPretrainer(BertEncoder(cfg))
+    ref(x)
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = BertPretrainer(BertEncoder(cfg))
+        model(x)
+    finally:
+        keras.config.set_dtype_policy(old)
+    model.set_weights(ref.get_weights())
+    assert model.encoder.transformer_layers[0].compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in model.weights)
+
+    def losses(m, steps):
+        opt = keras.optimizers.AdamW(1e-2)
+        out = []
+        for _ in range(steps):
+            with tf.GradientTape() as tape:
+                outputs = m(x)
+                loss, metrics = pretraining_loss(labels, outputs)
+            grads = tape.gradient(loss, m.trainable_variables)
+            assert outputs["mlm_logits"].dtype == tf.float32 and outputs["nsp_logits"].dtype == tf.float32
+            assert all(g is None or g.dtype == tf.float32 for g in grads)
+            opt.apply_gradients([(g, v) for g, v in zip(grads, m.trainable_variables) if g is not None])
+            out.append(float(loss))
+        return np.array(out)
+
+    ref_losses, bf16_losses = losses(ref, 10), losses(model, 10)
+    assert abs(bf16_losses[0] - ref_losses[0]) < 0.01 * ref_losses[0]
+    assert np.all(np.isfinite(bf16_losses)) and bf16_losses[-1] < 0.8 * bf16_losses[0]
+    assert np.abs(bf16_losses - ref_losses).max() < 0.03 * ref_losses[0]  # seen: 0.1%
