@@ -9,6 +9,13 @@ before batching. Each side runs once to warm up, then the best of `--repeats` ti
 the ratio and the largest difference of the embeddings, then each side's share of this CPU's measured matmul peak
 (encoder FLOPs on the real tokens only, `bert_tf.training.flops`).
 
+`--bfloat16`: also ours with the encoder computing in bfloat16 (`model.with_compute_dtype("bfloat16")`, the
+export's `--serving_precision`-style copy: matmuls in bfloat16, weights, LayerNorm, softmax and outputs float32),
+against the float32 sentence-transformers run (its default) and against sentence-transformers in bfloat16
+(`model_kwargs={"torch_dtype": torch.bfloat16}`), each with the smallest cosine to the float32 embeddings:
+outside the 1e-5 parity by construction, it says what a user who accepts bfloat16's rounding gets on a CPU with
+AVX512-BF16/AMX.
+
 `--finetune`: Spearman correlation of cosines with the human ratings on the 105 held-out Lee document pairs
 (documents 35-49), before and after fine-tuning ours with the cosine loss on the 595 pairs among documents 0-34
 (`trainers/finetune.py --task=embedding`, run as a program; 1 epoch, batch 16, learning rate 2e-5).
@@ -41,6 +48,7 @@ flags.DEFINE_integer("sentences", 512, "Real sentences embedded per pass.")
 flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes (the same on both sides).")
 flags.DEFINE_integer("repeats", 2, "Timed passes per side and batch size (the best is reported).")
 flags.DEFINE_integer("threads", 2, "Intra-op threads on both sides.")
+flags.DEFINE_bool("bfloat16", False, "Also time ours computing in bfloat16 (cosine to sentence-transformers).")
 flags.DEFINE_bool("finetune", False, "Also Spearman on the held-out Lee pairs before/after fine-tuning ours.")
 FLAGS = flags.FLAGS
 
@@ -60,6 +68,9 @@ def _timed(fn, texts):
 def speed(minilm):
     texts = datasets.real_sentences(FLAGS.sentences)
     ours = BertSentenceEmbedder.from_pretrained(minilm)
+    ours_bf16 = ours.with_compute_dtype("bfloat16") if FLAGS.bfloat16 else None
+    theirs_bf16 = (SentenceTransformer(minilm, device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+                   if FLAGS.bfloat16 else None)
     theirs = SentenceTransformer(minilm, device="cpu")
     # Only the encoder's FLOPs on the real tokens count (no padding): a share of the measured matmul peak that
     # bounds any speed-up at the same arithmetic.
@@ -79,6 +90,22 @@ def speed(minilm):
         share = [rate * per_sentence / peak for rate in (mine, ref, 2 * ref)]
         print(f"{batch:>5} | {mine:>11.1f} | {ref:>28.1f} | {mine / ref:>4.2f}x | {diff:.1e}    | "
               + ", ".join(f"{x:.0%}" for x in share), flush=True)
+        if ours_bf16 is not None:
+            fast = _best_rate(lambda t: ours_bf16.embed(t, batch_size=batch), texts, FLAGS.repeats)
+            cosine = _min_cosine(ours_bf16.embed(texts, batch_size=batch), reference(texts))
+            print(f"{batch:>5} | {fast:>11.1f} | {'(ours bfloat16 / float32 ref)':>28} | "
+                  f"{fast / ref:>4.2f}x | smallest cosine to the float32 reference {cosine:.6f}", flush=True)
+            theirs_fast = lambda t: theirs_bf16.encode(t, batch_size=batch, show_progress_bar=False)  # noqa: E731
+            ref_fast = _best_rate(theirs_fast, texts, FLAGS.repeats)
+            cosine = _min_cosine(theirs_fast(texts).astype(np.float32), reference(texts))
+            print(f"{batch:>5} | {fast:>11.1f} | {ref_fast:>28.1f} | {fast / ref_fast:>4.2f}x | both bfloat16; "
+                  f"theirs' smallest cosine to the float32 reference {cosine:.6f}", flush=True)
+
+
+def _min_cosine(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(1).min())
 
 
 def _finetune(*args):
