@@ -10,7 +10,7 @@ the ratio and the largest difference of the embeddings, then each side's share o
 (encoder FLOPs on the real tokens only, `bert_tf.training.flops`).
 
 `--bfloat16`: also ours with the encoder computing in bfloat16 (`model.with_compute_dtype("bfloat16")`, the
-export's `--serving_precision`-style copy: matmuls in bfloat16, weights, LayerNorm, softmax and outputs float32),
+copy that `--serving_dtype=bfloat16` exports: matmuls in bfloat16; weights, LayerNorm, softmax, outputs float32),
 against the float32 sentence-transformers run (its default) and against sentence-transformers in bfloat16
 (`model_kwargs={"torch_dtype": torch.bfloat16}`), each with the smallest cosine to the float32 embeddings:
 outside the 1e-5 parity by construction, it says what a user who accepts bfloat16's rounding gets on a CPU with
