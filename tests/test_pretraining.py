@@ -8,6 +8,7 @@ MiniLM vocab on DATA's real English corpus.
 
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -173,8 +174,6 @@ def test_pretraining_on_real_text_beats_unigram_baseline(minilm_vocab, tmp_path)
     plateau) and fresh masks (static masks over a small corpus are memorized: the
     training loss falls while the held-out loss does not).
     """
-    import keras
-
     from fixtures import datasets
     from bert_tf.pretraining import data as pdata
     from bert_tf.pretraining.masking import DynamicMasker
@@ -265,8 +264,6 @@ def test_mixed_bfloat16_pretrainer_matches_float32_and_trains():
     """`pretrain.py --mixed_precision=mixed_bfloat16` (1.4x the float32 step on an AVX512-BF16 CPU,
     bench/pretrain.py): the same weights give the float32 losses to bfloat16's rounding, the logits and
     gradients are float32, and a few AdamW steps lower the loss as in float32."""
-    import keras
-
     cfg = _tiny(100)
     x = _inputs(100)
     labels = {"masked_lm_ids": np.random.RandomState(1).randint(5, 100, (3, P)),
@@ -290,7 +287,7 @@ def test_mixed_bfloat16_pretrainer_matches_float32_and_trains():
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 outputs = m(x)
-                loss, metrics = pretraining_loss(labels, outputs)
+                loss, _ = pretraining_loss(labels, outputs)
             grads = tape.gradient(loss, m.trainable_variables)
             assert outputs["mlm_logits"].dtype == tf.float32 and outputs["nsp_logits"].dtype == tf.float32
             assert all(g is None or g.dtype == tf.float32 for g in grads)
