@@ -172,8 +172,9 @@ def main():
                                                            train=spec.train, dev=100, test=spec.test))
     tok = transformers.BertTokenizerFast.from_pretrained(datasets.minilm_dir())
     rows = [run(int(seed), spec, data, tok) for seed in spec.seeds.split(",")]
+    dropout = "on, shared masks" if spec.shared_masks else "on" if spec.dropout else "off"
     print(f"\n| seed | steps | max loss gap | final loss ours / HF | test micro F1 at 0.5 ours / HF "
-          f"(dropout {'on, shared masks' if spec.shared_masks else 'on' if spec.dropout else 'off'}, {spec.head} head) |\n|---|---|---|---|---|")
+          f"(dropout {dropout}, {spec.head} head) |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['seed']} | {r['steps']} | {r['max_loss_gap']:.1e} | {r['final_loss_ours']:.4f} / "
               f"{r['final_loss_hf']:.4f} | {100 * r['test_micro_f1_ours']:.1f} / {100 * r['test_micro_f1_hf']:.1f} |")
