@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 
 from bert_tf.pretraining import data as pdata
-from bert_tf.text import vocab_beam, vocab_learning
+from bert_tf.text import vocab_beam, vocab_learning, vocab_threshold, word_split
 from bert_tf.text.preprocessor import BertPreprocessor
 from bert_tf.text.tokenizer import BertTokenizer
+from bert_tf.text.wordpiece_learner import WordPieceLearner
 from bert_tf.training.settings import ConfigError
 from fixtures import datasets
 
@@ -127,6 +128,31 @@ def test_cjk_characters_are_single_words(tmp_path):
     tok = BertTokenizer(config.output_file)
     ids = tok(tf.constant(["我们喜欢语言模型"])).flat_values.numpy().tolist()
     assert [learned.tokens[i] for i in ids] == list("我们喜欢语言模型")
+
+
+@pytest.mark.parametrize("lower_case", [True, False])
+def test_threshold_search_keeps_its_contract_in_at_most_two_rounds(lower_case):
+    """On real prose, for small and large vocabularies: the threshold found gives a vocabulary within the slack
+    over vocab_size, or the next threshold up falls short of vocab_size; each round runs a pair of thresholds."""
+    train, _ = _corpus_lines()
+    counts = collections.Counter(word_split.WordSplitter(lower_case).words(train))
+    inner = {c for w in counts for c in w[1:]}
+    learner = WordPieceLearner(sorted(counts.items()), vocab_learning.reserved_tokens(99), max_unique_chars=10**6)
+    for vocab_size in (500, 1200, 2500):
+        upper = int(vocab_size * (1 + vocab_learning.SLACK_RATIO))
+        log = []
+        tokens, threshold, too_small = vocab_threshold.search_threshold(
+            learner, vocab_size, upper, 2, max(counts.values()), inner, log=log.append)
+        size = lambda t: len(vocab_threshold.learn_at(learner, t, inner))  # noqa: E731
+        assert not too_small and len(tokens) == size(threshold) >= vocab_size, (vocab_size, log)
+        assert len(tokens) <= upper or size(threshold + 1) < vocab_size, (vocab_size, threshold, log)
+        runs = [int(m.split()[4].rstrip(":")) for m in log]
+        assert 1 <= len(runs) <= 4 and len(set(runs)) == len(runs), log
+    # A vocabulary the corpus cannot fill: one run at the lowest threshold says so.
+    log = []
+    tokens, threshold, too_small = vocab_threshold.search_threshold(
+        learner, 10**6, 10**6, 2, max(counts.values()), inner, log=log.append)
+    assert too_small and threshold == 2 and len(log) == 1
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ import sys
 import time
 
 from bert_tf import atomic
-from bert_tf.text import word_split
+from bert_tf.text import vocab_threshold, word_split
 from bert_tf.text.word_split import MAX_CHARS_PER_WORD
 from bert_tf.text.wordpiece_learner import WordPieceLearner
 from bert_tf.training.settings import ConfigError, setting
@@ -171,13 +171,15 @@ class PythonWordCounter:
     def add(self, lines, counts, stats):
         """As `WordCounter.add`."""
         text = "\n".join(lines)
-        differing = self._splitter.differing_chars(set(text))
+        chars = set(text)
+        differing = self._splitter.differing_chars(chars)
         if differing:
             tf_word_counter(self.do_lower_case, self.max_word_chars).add(
                 [line for line in lines if not differing.isdisjoint(line)], counts, stats)
             lines = [line for line in lines if differing.isdisjoint(line)]
             text = "\n".join(lines)
-        text_counts, too_long = word_split.count_words(self._splitter, text, self.max_word_chars)
+            chars = set(text)
+        text_counts, too_long = word_split.count_words(self._splitter, text, self.max_word_chars, chars)
         counts.update(text_counts)
         stats["lines"] += len(lines)
         stats["words"] += sum(text_counts.values()) + too_long
@@ -381,15 +383,17 @@ class LearnedVocab:
     too_small: bool  # the corpus could not fill vocab_size at min_token_count
 
 
-def _char_counts(word_counts):
-    """(count of each character, the characters seen inside a word: those need a ##c piece too). CJK
-    ideographs and punctuation are words of their own, so they never get one."""
-    chars, inner = collections.Counter(), set()
+def _kept_chars(word_counts, min_char_count):
+    """(the characters seen at least `min_char_count` times, sorted; the characters seen inside a word: those
+    need a ##c piece too). CJK ideographs and punctuation are words of their own, so they never get one."""
+    inner = set().union(*(word[1:] for word in word_counts))
+    if min_char_count <= 1:  # every character seen is kept: no need to count them
+        return sorted(set().union(*word_counts)), inner
+    chars = collections.Counter()
     for word, n in word_counts.items():
         for c in word:
             chars[c] += n
-        inner.update(word[1:])
-    return chars, inner
+    return sorted(c for c, n in chars.items() if n >= min_char_count), inner
 
 
 def learn_vocab(word_counts, config, log=print):
@@ -397,8 +401,7 @@ def learn_vocab(word_counts, config, log=print):
     if not word_counts:
         raise ValueError("no words to learn from: the input files are empty (or hold only skipped lines)")
     reserved = reserved_tokens(config.num_unused)
-    char_counts, inner = _char_counts(word_counts)
-    kept = sorted(c for c, n in char_counts.items() if n >= config.min_char_count)
+    kept, inner = _kept_chars(word_counts, config.min_char_count)
     if not kept:
         raise ValueError(f"no character is seen --min_char_count={config.min_char_count} times: the corpus is "
                          "too small for a vocabulary")
@@ -423,66 +426,19 @@ def learn_vocab(word_counts, config, log=print):
     return LearnedVocab(tokens, threshold, len(kept), dropped, too_small)
 
 
-def _learn_at(learner, threshold, inner_chars):
-    """The learner's vocabulary at one frequency threshold, without the ##c pieces it makes for characters
-    never seen inside a word (CJK ideographs, punctuation: no word uses them)."""
-    tokens = learner.learn(threshold)
-    return [t for t in tokens if not (len(t) == len(JOINER) + 1 and t.startswith(JOINER)
-                                      and t[-1] not in inner_chars)]
-
-
-def _next_threshold(probes, target, lo, hi):
-    """The next threshold to try in [lo, hi]: the vocabulary size falls roughly as a power of the threshold,
-    so interpolate log(size) over log(threshold) between the closest probes on either side (or extrapolate
-    from the closest with size ~ threshold^-2/3, measured on English), then bisect if that makes no progress."""
-    below = max((t for t, n in probes.items() if n > target), default=None)  # threshold too low
-    above = min((t for t, n in probes.items() if n < target), default=None)  # threshold too high
-    if below is not None and above is not None:
-        n1, n2 = probes[below], probes[above]
-        frac = (math.log(n1) - math.log(target)) / (math.log(n1) - math.log(n2))
-        guess = math.exp(math.log(below) + frac * (math.log(above) - math.log(below)))
-    else:
-        t = below if below is not None else above
-        guess = t * (probes[t] / target) ** 1.5
-    guess = min(max(int(round(guess)), lo), hi)
-    if guess in probes:  # interpolation stalled: bisect (geometrically) what is left
-        guess = min(max(int(round(math.sqrt(lo * hi))), lo), hi)
-    return guess
-
-
 def _search_threshold(words, config, reserved, num_chars, inner_chars, log):
-    """The learner's vocabulary at a threshold whose size lands in [vocab_size, vocab_size * (1 + slack)]
-    (the least frequent pieces are dropped later to fit exactly) -> (tokens, threshold, too_small).
-    tf-text's own search bisects the whole count range (~15 learner runs on a few MB); interpolating takes
-    a handful. Sizes jump between adjacent thresholds on small corpora: then the larger one is taken."""
-    lower = config.vocab_size
-    upper = math.floor(lower * (1 + SLACK_RATIO))
-    lo, hi = config.min_token_count, max(config.min_token_count, max(n for _, n in words))
-    # First guess: the count of the vocab_size-th most frequent word.
-    by_count = sorted((n for _, n in words), reverse=True)
-    threshold = min(max(by_count[min(lower, len(by_count)) - 1], lo), hi)
+    """The learner's vocabulary at a threshold whose size lands in [vocab_size, vocab_size * (1 + slack)], else
+    the smallest above it -> (tokens, threshold, too_small); see `bert_tf.text.vocab_threshold`."""
     # tf-text's learner as called with upper_thresh=lower_thresh=threshold (its own search pinned there)
     learner = WordPieceLearner(words, reserved, num_iterations=NUM_ITERATIONS,
                                max_token_length=config.max_piece_chars, max_unique_chars=num_chars, joiner=JOINER)
-    probes, results = {}, {}
-    while True:
-        start = time.time()
-        tokens = _learn_at(learner, threshold, inner_chars)
-        probes[threshold], results[threshold] = len(tokens), tokens
-        log(f"learner at frequency threshold {threshold}: {len(tokens)} tokens ({time.time() - start:.1f}s)")
-        if lower <= len(tokens) <= upper:
-            return tokens, threshold, False
-        if len(tokens) > upper:
-            lo = threshold + 1
-        else:
-            hi = threshold - 1
-        if lo > hi:
-            break
-        threshold = _next_threshold(probes, (lower + upper) / 2, lo, hi)
-    # No threshold lands in the range: the smallest vocabulary above it, else (too small) the largest below.
-    above = [t for t, n in probes.items() if n >= lower]
-    best = max(above) if above else min(probes)
-    return results[best], best, not above
+    lo = config.min_token_count
+    hi = max(lo, max(n for _, n in words))
+    # Side by side where counting would fork (this process has no TensorFlow) and more than one process is asked.
+    parallel = config.num_workers != 1 and _can_fork() and len(os.sched_getaffinity(0)) > 1
+    return vocab_threshold.search_threshold(learner, config.vocab_size,
+                                            math.floor(config.vocab_size * (1 + SLACK_RATIO)), lo, hi,
+                                            inner_chars, parallel, log)
 
 
 def _character_tokens(kept_chars, inner_chars):

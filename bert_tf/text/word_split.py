@@ -69,8 +69,7 @@ def _class_body(chars):
 
 
 class _CharClass:
-    """A character predicate, remembered for the characters seen so far; `regex(chars)` matches those of
-    `chars` that satisfy it (None if none do)."""
+    """A character predicate, remembered for the characters seen so far."""
 
     def __init__(self, predicate):
         self._predicate = predicate
@@ -82,9 +81,19 @@ class _CharClass:
             self._seen[c] = self._predicate(c)
         return {c for c in chars if self._seen[c]}
 
-    def regex(self, chars):
-        members = self.members(chars)
-        return re.compile(f"[{_class_body(members)}]") if members else None
+
+# Up to this many distinct characters are replaced by one str.replace each (a fast scan per character); more by
+# one regex pass (~15 ms a MB on English prose, where str.replace takes ~0.5 ms).
+MAX_REPLACED_ONE_BY_ONE = 16
+
+
+def _replaced(text, chars, new):
+    """`text` with every character of `chars` (none of them `new`) replaced by `new`."""
+    if len(chars) > MAX_REPLACED_ONE_BY_ONE:
+        return re.sub(f"[{_class_body(chars)}]", new, text)
+    for c in chars:
+        text = text.replace(c, new)
+    return text
 
 
 class WordSplitter:
@@ -101,33 +110,39 @@ class WordSplitter:
         """The characters of `chars` this class cannot split as the tokenizer does (see UNCASED_DIFFERENCES)."""
         return _UNCASED_DIFFERENT_CHARS.intersection(chars) if self.lower_case else set()
 
-    def normalize(self, text):
-        """`text` with the tokenizer's character rules applied (before the split into words)."""
-        text = self._drop(text, self._removed)
-        space = self._space.regex(set(text))
-        if space is not None:
-            text = space.sub(" ", text)
-        if self.lower_case:
-            text = unicodedata.normalize("NFD", text.lower())
-            text = self._drop(text, self._mark)
-        return text
+    def normalize(self, text, chars=None):
+        """`text` with the tokenizer's character rules applied (before the split into words); `chars`: the set
+        of its characters, if known."""
+        return self._normalized(text, set(text) if chars is None else chars)[0]
 
-    def words(self, text):
-        """The words of `text` (lines joined by newlines may be given at once: a line break separates words)."""
-        text = self.normalize(text)
-        own = _class_body(self._own_word.members(set(text)))
+    def words(self, text, chars=None):
+        """The words of `text` (lines joined by newlines may be given at once: a line break separates words);
+        `chars`: the set of its characters, if known."""
+        text, chars = self._normalized(text, set(text) if chars is None else chars)
+        own = _class_body(self._own_word.members(chars))
         # only spaces are left between words: every other separator became one
         return re.findall(f"[{own}]|[^ {own}]+" if own else "[^ ]+", text)
 
-    @staticmethod
-    def _drop(text, char_class):
-        regex = char_class.regex(set(text))
-        return text if regex is None else regex.sub("", text)
+    def _normalized(self, text, chars):
+        """(normalized text, its characters): the character set is carried along rather than re-read (each
+        `set(text)` is a pass over the text), except after lower-casing and NFD."""
+        removed = self._removed.members(chars)
+        text, chars = _replaced(text, removed, ""), chars - removed
+        spaces = self._space.members(chars) - {" "}
+        if spaces:
+            text, chars = _replaced(text, spaces, " "), (chars - spaces) | {" "}
+        if self.lower_case:
+            text = unicodedata.normalize("NFD", text.lower())
+            chars = set(text)
+            marks = self._mark.members(chars)
+            text, chars = _replaced(text, marks, ""), chars - marks
+        return text, chars
 
 
-def count_words(splitter, text, max_word_chars=MAX_CHARS_PER_WORD):
-    """(Counter word -> n of the words of `text` up to `max_word_chars` characters, number of longer words)."""
-    counts = collections.Counter(splitter.words(text))
+def count_words(splitter, text, max_word_chars=MAX_CHARS_PER_WORD, chars=None):
+    """(Counter word -> n of the words of `text` up to `max_word_chars` characters, number of longer words);
+    `chars`: the set of its characters, if known."""
+    counts = collections.Counter(splitter.words(text, chars))
     long_words = [w for w in counts if len(w) > max_word_chars or w == LONG_WORD_PLACEHOLDER]
     too_long = sum(counts.pop(w) for w in long_words)
     return counts, too_long

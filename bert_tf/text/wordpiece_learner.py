@@ -45,9 +45,13 @@ class WordPieceLearner:
         self._min_count, self._max_count = min(counts), max(counts)
         reserved = set(self.reserved_tokens)
         words = [(w, n) for w, n in word_counts if len(w) <= max_token_length and w not in reserved]
-        allowed = _top_chars(words, max_unique_chars)
-        self.words = [(w, n) for w, n in words if allowed.issuperset(w)]
-        self.chars = sorted({c for w, _ in self.words for c in w})
+        chars = {c for w, _ in words for c in w}
+        if len(chars) > max_unique_chars:
+            allowed = _top_chars(words, max_unique_chars)
+            words = [(w, n) for w, n in words if allowed.issuperset(w)]
+            chars = {c for w, _ in words for c in w}
+        self.words = words
+        self.chars = sorted(chars)
         # Every round counts each word once at its start (the same counts in every round), and round 1 counts
         # every suffix: both are computed once.
         self._whole, self._first_continued = _first_round_counts(self.words)
@@ -58,6 +62,11 @@ class WordPieceLearner:
         self._word_prefixes = {w: prefixes for w in self._whole
                                if (prefixes := [(end, self._whole[w[:end]]) for end in range(len(w) - 1, 1, -1)
                                                 if w[:end] in self._whole])}
+
+    def first_round_counts(self):
+        """The counts of the first round's tokens but the characters (the words, and the `##` remainders after
+        every position): at threshold T the first round keeps those >= T, the later rounds a share of them."""
+        return [*self._whole.values(), *self._first_continued.values()]
 
     def effective_threshold(self, threshold):
         """The threshold tf-text uses when asked for `threshold` (its search range clipped to the counts)."""
@@ -99,16 +108,22 @@ class WordPieceLearner:
         words beginning with the joiner). The first segment is the same in every later round: the tokens a
         word can begin with are the words counted >= `threshold` and the characters, except for a word that
         begins with the joiner (a continuation may match there), left to each round."""
-        remainders, joiner_words = collections.Counter(), []
+        remainders, joiner_words = {}, []
+        get, joiner, word_prefixes = remainders.get, self.joiner, self._word_prefixes  # (a hot loop)
         for word, n in self._by_count:
             if n >= threshold:
                 break  # a token itself: one segment
-            if word.startswith(self.joiner):
+            if word.startswith(joiner):
                 joiner_words.append((word, n))
                 continue
-            end = next((end for end, count in self._word_prefixes.get(word, ()) if count >= threshold), 1)
+            end = 1
+            for prefix_end, count in word_prefixes.get(word, ()):
+                if count >= threshold:
+                    end = prefix_end
+                    break
             if end < len(word):
-                remainders[word[end:]] += n
+                rest = word[end:]
+                remainders[rest] = get(rest, 0) + n
         return remainders, joiner_words
 
     def _recount(self, tokens, after_first_segment, joiner_words):
@@ -139,11 +154,13 @@ def _top_chars(words, max_unique_chars):
 
 def _first_round_counts(words):
     """Round 1 (every position a segment start): (word counts, counts of every proper suffix)."""
-    whole, continued = collections.Counter(), collections.Counter()
+    whole, continued = collections.Counter(), {}
+    get = continued.get  # a plain dict: Counter's += on a new key costs a Python-level __missing__ call
     for w, n in words:
         whole[w] += n
         for start in range(1, len(w)):
-            continued[w[start:]] += n
+            suffix = w[start:]
+            continued[suffix] = get(suffix, 0) + n
     return whole, continued
 
 
@@ -163,10 +180,13 @@ def _propagate_remainders(pending, inside):
     for x, n in pending.items():
         by_length[len(x)][x] = n
     counts = {}
+    longest = max(map(len, inside), default=1)
     for length in range(max(by_length, default=0), 0, -1):
         for x, n in by_length.pop(length, {}).items():
             counts[x] = n
-            end = _longest_prefix(x, inside)
+            end = min(length, longest)  # _longest_prefix, inlined: this loop is most of a learner run
+            while end > 1 and x[:end] not in inside:
+                end -= 1
             if end < length:
                 rest = x[end:]
                 bucket = by_length[length - end]
