@@ -25,6 +25,7 @@ arm). Pretraining runs once per recipe (seed --pretrain_seed); the seeds vary fi
 
     .venv/bin/python bench/pretrain_transfer.py                 # the default size: about 35 min on 2 CPU cores
     .venv/bin/python bench/pretrain_transfer.py --sections 1 --parity_steps 200
+    .venv/bin/python bench/pretrain_transfer.py --sections 2,4 --google_recipe 0 --recipe_seconds 300 ...  # MLM only
 """
 
 import argparse
@@ -87,6 +88,7 @@ def parse_args():
     a("--recipe_seconds", type=float, default=300.0, help="wall-clock pretraining budget of each recipe")
     a("--recipe_warmup", type=int, default=100)
     a("--masking_rates", default="0.15", help="MLM-only arm(s): dynamic masking rate(s), e.g. 0.15,0.3")
+    a("--google_recipe", type=int, default=1, help="0: section 2 runs only the MLM-only arm(s) and random init")
     a("--pretrain_seed", type=int, default=0)
     a("--seeds", default="0,1,2", help="fine-tuning / probe / random-init seeds (sections 2 and 3)")
     a("--ft_train", type=int, default=3000, help="tweets fine-tuning and probe training examples")
@@ -397,7 +399,7 @@ def section_recipes(args, config, train_txt, held_txt, google_records, vocab, pe
     config_file = os.path.join(work, "small_config.json")
     config.to_json_file(config_file)
     arms, costs = {}, {}
-    for recipe in ["google"] + [f"mlm{rate}" for rate in args.masking_rates.split(",") if rate]:
+    for recipe in ["google"] * args.google_recipe + [f"mlm{rate}" for rate in args.masking_rates.split(",") if rate]:
         model, costs[recipe] = pretrain_recipe(recipe, config, args, train_txt, google_records, vocab, peak, work)
         mlm = {name: heldout_mlm_accuracy(model, path, args) for name, path in held.items()}
         init_dir = bert_tf.save_pretrained(model.encoder, os.path.join(work, f"enc_{recipe}"), vocab)

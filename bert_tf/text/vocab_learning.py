@@ -96,7 +96,8 @@ class VocabConfig:
     num_workers: int | None = setting(None, "Processes counting words, over byte ranges of the files (default: "
                                             "the CPUs available, for a corpus of "
                                             f"{FORK_PARALLEL_MIN_BYTES / 2**20:g} MiB or more; 1 = in this "
-                                            "process).")
+                                            "process). Unless 1, the learner also runs its thresholds two at a "
+                                            "time (the same vocabulary either way).")
 
     def check(self):
         """Raises `ConfigError` for settings that cannot work."""

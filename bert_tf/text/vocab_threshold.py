@@ -112,13 +112,10 @@ class Prober:
 
     def run(self, thresholds):
         """[(threshold, tokens, seconds)] in the order given."""
-        later = [self._pool.submit(_timed_child, t) for t in thresholds[1:]] if self._pool else []
-        first = [_timed(self._learner, t, self._inner_chars) for t in thresholds[:1]]
         if self._pool is None:
-            later = [_timed(self._learner, t, self._inner_chars) for t in thresholds[1:]]
-        else:
-            later = [f.result() for f in later]
-        return first + later
+            return [_timed(self._learner, t, self._inner_chars) for t in thresholds]
+        later = [self._pool.submit(_timed_child, t) for t in thresholds[1:]]
+        return [_timed(self._learner, thresholds[0], self._inner_chars)] + [f.result() for f in later]
 
 
 def _timed(learner, threshold, inner_chars):
