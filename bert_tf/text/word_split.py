@@ -82,9 +82,9 @@ class _CharClass:
         return {c for c in chars if self._seen[c]}
 
 
-# Up to this many distinct characters are replaced by one str.replace each (a fast scan per character); more by
-# one regex pass (~15 ms a MB on English prose, where str.replace takes ~0.5 ms).
-MAX_REPLACED_ONE_BY_ONE = 16
+# Up to this many distinct characters are replaced by one str.replace each (a scan per character, ~1 ms a MB of
+# English prose); more by one regex pass (~15 ms a MB).
+MAX_REPLACED_ONE_BY_ONE = 8
 
 
 def _replaced(text, chars, new):
