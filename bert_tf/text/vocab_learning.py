@@ -50,11 +50,10 @@ import time
 from bert_tf import atomic
 from bert_tf.text import vocab_threshold, word_split
 from bert_tf.text.word_split import MAX_CHARS_PER_WORD
-from bert_tf.text.wordpiece_learner import WordPieceLearner
+from bert_tf.text.wordpiece_learner import JOINER, WordPieceLearner
 from bert_tf.training.settings import ConfigError, setting
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
-JOINER = "##"
 NUM_ITERATIONS = 4  # the learner's rounds (tf-text's default)
 LINES_PER_BATCH = 16384
 MAX_REPORTED_BAD_LINES = 10  # per file; the rest are counted

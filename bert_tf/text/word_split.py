@@ -110,10 +110,9 @@ class WordSplitter:
         """The characters of `chars` this class cannot split as the tokenizer does (see UNCASED_DIFFERENCES)."""
         return _UNCASED_DIFFERENT_CHARS.intersection(chars) if self.lower_case else set()
 
-    def normalize(self, text, chars=None):
-        """`text` with the tokenizer's character rules applied (before the split into words); `chars`: the set
-        of its characters, if known."""
-        return self._normalized(text, set(text) if chars is None else chars)[0]
+    def normalize(self, text):
+        """`text` with the tokenizer's character rules applied (before the split into words)."""
+        return self._normalized(text, set(text))[0]
 
     def words(self, text, chars=None):
         """The words of `text` (lines joined by newlines may be given at once: a line break separates words);
