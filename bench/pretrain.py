@@ -165,7 +165,8 @@ def main():
           f"{args.preds} predictions, XLA {'on' if args.jit else 'off'}, {args.mixed_precision}; measured matmul "
           f"peak float32 {peaks['float32'] / 1e9:.1f}, bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
     for name, sec in best.items():
-        flops = bert_training_flops_per_example(cfg, args.seq, args.preds, next_sentence="NSP" in name)
+        flops = bert_training_flops_per_example(cfg, args.seq, args.preds, next_sentence="NSP" in name,
+                                                whole_last_layer=name.startswith("keras-hub"))
         rate = args.batch / sec
         peak = peaks["float32" if args.mixed_precision == "float32" or "float32" in name else "bfloat16"]
         print(f"  {name:52s} {rate:8.1f} examples/s  MFU {100 * rate * flops / peak:5.1f}%")

@@ -121,6 +121,41 @@ def test_output_projection_is_tied_to_word_embeddings():
     assert not np.allclose(model(x)["mlm_logits"].numpy(), before)
 
 
+@pytest.mark.parametrize("next_sentence", [True, False])
+def test_last_layer_on_masked_positions_only_gives_the_whole_sequence_loss_and_gradients(next_sentence):
+    """BertPretrainer runs its last layer on the masked positions (and [CLS]) only: same loss and gradients
+    as the whole sequence output gathered at those positions (padding positions 0 repeated, a padded row)."""
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=32, type_vocab_size=2)
+    model = BertPretrainer(BertEncoder(cfg), next_sentence=next_sentence)
+    x = _inputs(120, seed=3)
+    x["masked_lm_positions"][2, 2:] = 0  # Google pads the positions with 0 (weight 0)
+    rng = np.random.RandomState(4)
+    labels = {"masked_lm_ids": rng.randint(5, 120, (3, P)), "masked_lm_weights": np.ones((3, P), "float32"),
+              "next_sentence_labels": np.array([0, 1, 0])}
+    labels["masked_lm_weights"][2, 2:] = 0
+
+    def whole_sequence():
+        enc = model.encoder(model.encoder_inputs(x))
+        rows = tf.gather(enc["sequence_output"], x["masked_lm_positions"], batch_dims=1)
+        out = {"mlm_logits": model._mlm_logits(rows)}
+        if next_sentence:
+            out["nsp_logits"] = tf.cast(model.nsp_head(enc["pooled_output"]), tf.float32)
+        return out
+
+    with tf.GradientTape(persistent=True) as tape:
+        ours, _ = pretraining_loss(labels, model(x))
+        want, _ = pretraining_loss(labels, whole_sequence())
+    np.testing.assert_allclose(float(ours), float(want), rtol=1e-6)
+    variables = model.trainable_variables
+    for v, g, w in zip(variables, tape.gradient(ours, variables), tape.gradient(want, variables)):
+        assert (g is None) == (w is None), v.path  # MLM only: the pooler has no gradient either way
+        if g is not None:
+            np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy(),
+                                       atol=1e-6, err_msg=v.path)
+    assert sum(g is None for g in tape.gradient(ours, variables)) == (0 if next_sentence else 2)
+
+
 def test_heads_written_and_read_back_with_google_names(minilm_vocab, tmp_path):
     model = BertPretrainer(BertEncoder(_tiny()))
     x = _inputs(30522)

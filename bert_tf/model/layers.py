@@ -155,7 +155,10 @@ class AttentionMaskBias(keras.layers.Layer):
 class TransformerBlock(keras.layers.Layer):
     """One post-LayerNorm BERT layer: self-attention -> add & LayerNorm -> FFN -> add & LayerNorm.
 
-    Call with ``(x [B, T, H], attention_bias [B, 1, 1, T] float32)``; returns ``[B, T, H]``.
+    Call with ``(x [B, T, H], attention_bias [B, 1, 1, T] float32)``; returns ``[B, T, H]``. With
+    ``query_positions [B, P]`` (int), returns ``[B, P, H]``: the same rows as gathering the full output at
+    those positions, but only the keys and values are computed for all T tokens; the queries, attention
+    output, feed-forward and LayerNorms run on the P rows (a last layer whose other rows no loss reads).
 
     Variables (float32): ``qkv_kernel [H, 3H]`` / ``qkv_bias [3H]`` (query, key,
     value side by side), ``attention_output_kernel/bias``, ``attention_norm_gamma/beta``,
@@ -220,29 +223,36 @@ class TransformerBlock(keras.layers.Layer):
         dt = self.compute_dtype
         return tf.nn.bias_add(tf.matmul(x, tf.cast(kernel, dt)), tf.cast(bias, dt))
 
-    def call(self, x, attention_bias, training=None):
+    def call(self, x, attention_bias, training=None, query_positions=None):
         dt = self.compute_dtype
-        h, n, d = self.hidden_size, self.num_heads, self.head_size
+        h = self.hidden_size
         x = tf.cast(x, dt)
         shape = tf.shape(x)
         b, t = shape[0], shape[1]
         x2 = tf.reshape(x, [-1, h])  # [B*T, H]
-
-        # Fused QKV projection; 1/sqrt(d) folded into the query columns.
-        scale = tf.concat([tf.fill([h], 1.0 / math.sqrt(d)), tf.ones([2 * h])], axis=0)
-        qkv = self._dense(x2, self.qkv_kernel * scale, self.qkv_bias * scale)
-        qkv = tf.transpose(tf.reshape(qkv, [b, t, 3, n, d]), [2, 0, 3, 1, 4])  # [3, B, N, T, D]
-        q, k, v = tf.unstack(qkv)  # its gradient is one stack, where slices each scatter into zeros
-        scores = tf.matmul(q, k, transpose_b=True)  # [B, N, T, T]
+        # 1/sqrt(d) folded into the query columns (in float32, before the cast to the compute dtype).
+        q_scale = 1.0 / math.sqrt(self.head_size)
+        kernel, bias = self.qkv_kernel, self.qkv_bias
+        if query_positions is None:
+            scale = tf.concat([tf.fill([h], q_scale), tf.ones([2 * h])], axis=0)
+            qkv = self._dense(x2, kernel * scale, bias * scale)  # fused Q/K/V projection
+            q, k, v = tf.unstack(self._heads(qkv, b, t, 3))  # one stack as gradient, not 3 scattered slices
+            rows, residual = t, x2
+        else:  # queries (and all that follows) at the given positions only; keys and values at all T
+            rows = tf.shape(query_positions)[1]
+            residual = tf.reshape(tf.gather(x, tf.cast(query_positions, tf.int32), batch_dims=1), [-1, h])
+            q = self._heads(self._dense(residual, kernel[:, :h] * q_scale, bias[:h] * q_scale), b, rows, 1)[0]
+            k, v = tf.unstack(self._heads(self._dense(x2, kernel[:, h:], bias[h:]), b, t, 2))
+        scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
         scores = tf.cast(scores, tf.float32) + tf.cast(attention_bias, tf.float32)
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), dt)
         probs = self.attention_probs_dropout(probs, training=training)
-        ctx = tf.matmul(probs, v)  # [B, N, T, D]
+        ctx = tf.matmul(probs, v)  # [B, N, rows, D]
         ctx = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [-1, h])
 
         attn = self._dense(ctx, self.attention_output_kernel, self.attention_output_bias)
         attn = self.attention_output_dropout(attn, training=training)
-        x2 = tf.cast(layer_norm(x2 + attn, self.attention_norm_gamma, self.attention_norm_beta,
+        x2 = tf.cast(layer_norm(residual + attn, self.attention_norm_gamma, self.attention_norm_beta,
                                 self.layer_norm_eps), dt)
 
         inter = self._act(self._dense(x2, self.intermediate_kernel, self.intermediate_bias))
@@ -250,10 +260,16 @@ class TransformerBlock(keras.layers.Layer):
         out = self.output_dropout(out, training=training)
         x2 = tf.cast(layer_norm(x2 + out, self.output_norm_gamma, self.output_norm_beta,
                                 self.layer_norm_eps), dt)
-        return tf.reshape(x2, [b, t, h])
+        return tf.reshape(x2, [b, rows, h])
 
-    def compute_output_spec(self, x, attention_bias, training=None):
-        return keras.KerasTensor(tuple(x.shape), dtype=self.compute_dtype)
+    def _heads(self, projected, b, t, parts):
+        """``[B*T, parts*H]`` -> ``[parts, B, N, T, D]``."""
+        n, d = self.num_heads, self.head_size
+        return tf.transpose(tf.reshape(projected, [b, t, parts, n, d]), [2, 0, 3, 1, 4])
+
+    def compute_output_spec(self, x, attention_bias, training=None, query_positions=None):
+        rows = x.shape[1] if query_positions is None else query_positions.shape[1]
+        return keras.KerasTensor((x.shape[0], rows, x.shape[2]), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -78,13 +78,13 @@ HEAD_NAMES = (
 class MaskedLMHead(keras.layers.Layer):
     """Google's `cls/predictions` head.
 
-    `call(sequence_output [B,T,H], positions [B,P], embedding_table [V,H])` ->
-    logits `[B, P, V]`: gather, `dense + activation + LayerNorm`, then
-    `x @ embedding_table^T + output_bias`.
+    `call(masked_output [B,P,H], embedding_table [V,H])` (the encoder's output
+    at the masked positions) -> logits `[B, P, V]`: `dense + activation +
+    LayerNorm`, then `x @ embedding_table^T + output_bias`.
 
     >>> import numpy as np
     >>> head = MaskedLMHead(vocab_size=5, hidden_size=4)
-    >>> tuple(head(np.ones((1, 3, 4), "float32"), np.array([[0, 2]]), np.ones((5, 4), "float32")).shape)
+    >>> tuple(head(np.ones((1, 2, 4), "float32"), np.ones((5, 4), "float32")).shape)
     (1, 2, 5)
     """
 
@@ -110,10 +110,8 @@ class MaskedLMHead(keras.layers.Layer):
                                            name="output_bias")
         self.built = True
 
-    def call(self, sequence_output, positions, embedding_table):
-        positions = ops.cast(positions, "int32")
-        x = ops.take_along_axis(sequence_output, positions[:, :, None], axis=1)
-        x = self.layer_norm(self._act(self.dense(x)))
+    def call(self, masked_output, embedding_table):
+        x = self.layer_norm(self._act(self.dense(masked_output)))
         table = ops.cast(embedding_table, x.dtype)
         logits = ops.matmul(x, ops.transpose(table))
         return logits + ops.cast(self.output_bias, logits.dtype)
@@ -165,8 +163,11 @@ class BertPretrainer(keras.Model):
     Inputs: dict of int `input_word_ids`, `input_mask`, `input_type_ids` `[B, T]`
     and `masked_lm_positions` `[B, P]` (Google's record names `input_ids` /
     `segment_ids` are accepted too). Outputs: dict `mlm_logits` `[B, P, V]`,
-    `nsp_logits` `[B, 2]` (float32 even under mixed precision), plus
-    `sequence_output` and `pooled_output`.
+    and with NSP `nsp_logits` `[B, 2]` and `pooled_output` `[B, H]` (float32
+    even under mixed precision). The encoder's last layer runs on the masked
+    positions (and `[CLS]`) only (`BertEncoder.last_layer_at`): the same
+    logits as the whole sequence output gathered, ~(1 - P/T)/L of the
+    encoder's work less.
 
     Args:
       encoder: a `bert_tf.BertEncoder` (must expose `embedding_table`).
@@ -210,13 +211,20 @@ class BertPretrainer(keras.Model):
                 "input_type_ids": pick("input_type_ids", "segment_ids")}
 
     def call(self, inputs, training=False):
-        enc = self.encoder(self.encoder_inputs(inputs), training=training)
-        seq, pooled = enc["sequence_output"], enc["pooled_output"]
-        mlm = self.mlm_head(seq, inputs["masked_lm_positions"], self.encoder.embedding_table)
-        out = {"mlm_logits": ops.cast(mlm, "float32"), "sequence_output": seq, "pooled_output": pooled}
+        # No loss reads the last layer's other rows: it runs on the masked positions (and [CLS] for NSP) only.
+        positions = ops.cast(inputs["masked_lm_positions"], "int32")
         if self.nsp_head is not None:
-            out["nsp_logits"] = ops.cast(self.nsp_head(pooled), "float32")
-        return out
+            positions = ops.concatenate([ops.zeros_like(positions[:, :1]), positions], axis=1)
+        rows = self.encoder.last_layer_at(self.encoder_inputs(inputs), positions, training=training)
+        if self.nsp_head is None:
+            return {"mlm_logits": self._mlm_logits(rows)}
+        pooled = self.encoder.pooler(rows)  # the pooler reads row 0: [CLS]
+        return {"mlm_logits": self._mlm_logits(rows[:, 1:]),
+                "nsp_logits": ops.cast(self.nsp_head(pooled), "float32"),
+                "pooled_output": ops.cast(pooled, "float32")}
+
+    def _mlm_logits(self, masked_output):
+        return ops.cast(self.mlm_head(masked_output, self.encoder.embedding_table), "float32")
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder),
