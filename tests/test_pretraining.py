@@ -16,6 +16,7 @@ import tensorflow as tf
 import bert_tf
 from bert_tf import BertConfig, BertEncoder
 from bert_tf.pretraining.pretrainer import BertPretrainer, HEAD_NAMES, pretraining_loss
+from bert_tf.training.losses import sparse_softmax_cross_entropy
 
 L, P = 16, 4
 
@@ -96,6 +97,28 @@ def test_losses_and_metrics_match_torch():
     acc = ((mlm.argmax(-1) == ids) * w).sum() / w.sum()
     np.testing.assert_allclose(float(m["mlm_accuracy"]), acc, rtol=1e-4)
     np.testing.assert_allclose(float(m["nsp_accuracy"]), (nsp.argmax(-1) == nsl[:, 0]).mean())
+
+
+def test_mlm_cross_entropy_and_its_gradient_match_tensorflows_fused_op():
+    rng = np.random.RandomState(5)
+    logits = tf.constant(rng.randn(2, 20, 30522).astype("float32") * 4.0)  # gaps of ~30 between logits
+    labels = tf.constant(rng.randint(0, 30522, (2, 20)))
+    upstream = tf.constant(rng.rand(2, 20).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = sparse_softmax_cross_entropy(labels, logits)
+        want = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        ours_total, want_total = tf.reduce_sum(ours * upstream), tf.reduce_sum(want * upstream)
+    np.testing.assert_allclose(ours.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours_total, logits).numpy(), tape.gradient(want_total, logits).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    # A label whose probability underflows float32: the loss is capped at -log(tiny), the gradient stays exact.
+    far = tf.constant([[0.0, 200.0, 1.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(far)
+        capped = sparse_softmax_cross_entropy(tf.constant([0]), far)
+    assert 87.0 < float(capped[0]) < 88.0
+    np.testing.assert_allclose(tape.gradient(capped, far).numpy(), [[-1.0, 1.0, 0.0]], atol=1e-6)
 
 
 def _tiny(vocab_size=30522):

@@ -61,6 +61,7 @@ from bert_tf.model.checkpoints import HF_HEAD_NAMES  # noqa: E402
 from bert_tf.model.layers import activation_fn  # noqa: E402
 from bert_tf.pretraining import data as pdata  # noqa: E402
 from bert_tf.pretraining import masking  # noqa: E402
+from bert_tf.training.losses import sparse_softmax_cross_entropy  # noqa: E402
 
 MLM_PREFIX = "cls/predictions/"
 NSP_PREFIX = "cls/seq_relationship/"
@@ -308,7 +309,7 @@ def pretraining_loss(labels, outputs):
     mlm_logits = ops.cast(outputs["mlm_logits"], "float32")
     ids = ops.cast(labels["masked_lm_ids"], "int32")
     w = ops.cast(labels["masked_lm_weights"], "float32")
-    nll = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)
+    nll = sparse_softmax_cross_entropy(ids, mlm_logits)
     denom = ops.sum(w) + 1e-5
     mlm_loss = ops.sum(w * nll) / denom
     mlm_acc = ops.sum(w * ops.cast(ops.equal(ops.cast(ops.argmax(mlm_logits, -1), "int32"), ids),

@@ -50,6 +50,7 @@ import re
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from bert_tf.training.time_budget import WallClockLinearDecay  # noqa: E402
@@ -215,6 +216,23 @@ class AdamWeightDecay(_DecayMaskMixin, keras.optimizers.Optimizer):
         self._init_exclude(exclude_from_weight_decay)
 
     def update_step(self, gradient, variable, learning_rate):
+        if self.bias_correction or isinstance(gradient, tf.IndexedSlices):
+            return self._update_op_by_op(gradient, variable, learning_rate)
+        # Google's rule is TensorFlow's Adam kernel at beta powers 0 (its lr_t is then lr) after the decay, which
+        # reads the weights from before the step: one pass over weights and moments instead of ~14 elementwise ops
+        # (a 7.8M-parameter embedding table makes this ~2% of a small model's pretraining step on CPU).
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        i = self._get_variable_index(variable)
+        if self._decay_mask[i]:
+            self.assign_sub(variable, ops.multiply(variable, lr * self.weight_decay_rate))
+        zero = tf.zeros([], dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
+            beta1_power=zero, beta2_power=zero, lr=lr, beta1=tf.cast(self.beta_1, dtype),
+            beta2=tf.cast(self.beta_2, dtype), epsilon=tf.cast(self.epsilon, dtype), grad=ops.cast(gradient, dtype))
+
+    def _update_op_by_op(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
