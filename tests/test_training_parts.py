@@ -16,11 +16,12 @@ import tensorflow as tf  # noqa: E402
 
 import bert_tf.training as training  # noqa: E402
 from bert_tf.training.optimization import AdamWeightDecay  # noqa: E402
-from bert_tf.training import checkpointing, controller, evaluation, inputs, preemption, progress, train_step  # noqa: E402
+from bert_tf.training import (checkpointing, controller, evaluation, flops, inputs, losses, preemption,  # noqa: E402
+                              progress, train_step)
 
 
-@pytest.mark.parametrize("module", [training, checkpointing, controller, evaluation,
-                                    inputs, preemption, progress, train_step],
+@pytest.mark.parametrize("module", [training, checkpointing, controller, evaluation, flops,
+                                    inputs, losses, preemption, progress, train_step],
                          ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
