@@ -4,9 +4,10 @@ can do, measured.
 `bert_training_flops_per_example` counts the matrix multiplications of one example's forward pass (2 FLOPs per
 multiply-add: the Q/K/V/output projections, attention scores and context, the feed-forward layers, the pooler,
 the MLM head on the masked positions only, and the NSP head; the last layer's queries, attention output and
-feed-forward on the masked positions (and [CLS]) only, as `BertPretrainer` runs it) and triples it for the backward pass (the usual
-convention, as in the PaLM paper's MFU); embedding look-ups, softmax, GELU and LayerNorm are left out. So MFU is
-a lower bound on how busy the matrix unit is, comparable between implementations of the same model.
+feed-forward on the masked positions (and [CLS]) only, as `BertPretrainer` runs it) and triples it for the
+backward pass (the usual convention, as in the PaLM paper's MFU); embedding look-ups, softmax, GELU and LayerNorm
+are left out. So MFU is a lower bound on how busy the matrix unit is, comparable between implementations of the
+same model.
 
 `measure_peak_flops` times a large square matmul on the device in a `tf.function` and returns the best FLOP/s:
 this machine's measured peak, not a datasheet number (which on CPUs depends on clocks and vector units).
