@@ -41,6 +41,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import glob
+import importlib.util
 import math
 import multiprocessing
 import os
@@ -52,6 +53,23 @@ from bert_tf.text import vocab_threshold, word_split
 from bert_tf.text.word_split import MAX_CHARS_PER_WORD
 from bert_tf.text.wordpiece_learner import JOINER, WordPieceLearner
 from bert_tf.training.settings import ConfigError, setting
+
+
+def _import_on_first_use(name):
+    """Module `name`, executed at its first attribute access (the standard library's `LazyLoader` recipe)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# It imports TensorFlow (seconds of start-up, and forked counting workers must not carry its runtime); only
+# `WordCounter`, for the rare lines Python cannot split as TensorFlow's ICU does, reads it.
+tokenizer = _import_on_first_use("bert_tf.text.tokenizer")
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUM_ITERATIONS = 4  # the learner's rounds (tf-text's default)
@@ -132,9 +150,7 @@ class WordCounter:
         # Imported here, for the rare lines that need this counter: importing TensorFlow costs seconds.
         import tensorflow as tf
 
-        from bert_tf.text.tokenizer import BertTokenizer
-
-        self._tokenizer = BertTokenizer(list(_SPLITTER_VOCAB), lower_case=do_lower_case)
+        self._tokenizer = tokenizer.BertTokenizer(list(_SPLITTER_VOCAB), lower_case=do_lower_case)
         # normalize_text puts this character in place of a word over the tokenizer's 200-character limit.
         long_word = self._tokenizer.long_word_placeholder
 
